@@ -1,0 +1,141 @@
+"""Adaptive-threshold pseudo-labelling of unlabelled target samples (reconstruction; see ``docs/method.md``).
+
+Emo-DNA selects "confident" target samples with an *adaptive threshold* before class-level alignment; the rule
+itself is not published. This module implements FreeMatch's self-adaptive thresholding (Wang et al., ICLR
+2023), with a fixed-threshold mode for the "fixed instead of adaptive" ablation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class AdaptiveThresholdPseudoLabeler(nn.Module):
+    r"""FreeMatch-style self-adaptive, class-wise confidence thresholds.
+
+    With target class probabilities :math:`p_b \in \Delta^{C-1}` of a batch of size B, each :meth:`update`
+    applies two exponential moving averages with momentum :math:`\lambda`:
+
+    .. math::
+        \tau_t = \lambda \tau_{t-1} + (1 - \lambda) \frac{1}{B} \sum_b \max_c p_b(c), \qquad
+        \tilde p_t = \lambda \tilde p_{t-1} + (1 - \lambda) \frac{1}{B} \sum_b p_b,
+
+    starting from :math:`\tau_0 = 1/C` and :math:`\tilde p_0 = (1/C, \dots, 1/C)` as in FreeMatch. The class-wise
+    thresholds are
+
+    .. math::
+        \tau_t(c) = \frac{\tilde p_t(c)}{\max_{c'} \tilde p_t(c')}\, \tau_t,
+
+    and :meth:`select` keeps target *j* iff :math:`\max_c p_j(c) \ge \tau_t(\hat y_j)` with
+    :math:`\hat y_j = \arg\max_c p_j(c)`.
+
+    The global threshold follows the model's average confidence, so it starts low (every sample is selected
+    while the model knows little, as in FreeMatch) and rises as the model grows confident. The class-wise
+    factor lowers the bar for classes the model *rarely predicts* on the target. That matters for binary
+    arousal/valence, whose label priors differ a lot between corpora: a classifier trained on a source whose
+    majority is "high arousal" predicts that class on most target samples, a single global threshold would then
+    select almost only majority-class pseudo-labels, and class-level alignment would collapse onto one class.
+    The flip side: for C = 2 the maximum probability is always >= 0.5, so once the rare class's threshold has
+    fallen below 0.5 *every* sample predicted as that class is selected; its pseudo-labels are then as noisy
+    as the model's minority predictions (FreeMatch has no floor; neither has this reconstruction).
+
+    Call order and timing. :meth:`select` is a pure function of the current state. The intended order per
+    training step is FreeMatch's: first ``update(probs)`` with the batch's (detached, all-gathered) target
+    probabilities, then ``select(probs)``, so the thresholds include the current batch with weight
+    :math:`1 - \lambda`. :meth:`update` can run from the first step, during a warm-up in which pseudo-labels are
+    not yet used, so that the thresholds have adapted by the time selection starts.
+
+    Distributed training. Call :meth:`update` with probabilities gathered across processes (e.g.
+    ``accelerator.gather``), so that every process holds the same state; :meth:`select` can take the local
+    batch. The state lives in buffers, so it is part of ``state_dict()``; note that DDP with the default
+    ``broadcast_buffers=True`` overwrites module buffers from rank 0 at each forward when this module is a
+    submodule of the wrapped model, which is harmless only if the states agree, as they do with gathered inputs.
+
+    Args:
+        num_classes: number of classes C.
+        momentum: EMA momentum :math:`\lambda`. FreeMatch uses 0.999 for runs of about a million steps; its time
+            constant :math:`1/(1-\lambda)` = 1000 steps would leave the thresholds near their initial value for
+            a whole run of a few hundred steps (0.999^300 = 0.74 of the weight still on :math:`\tau_0`). The
+            default 0.99 has a time constant of 100 steps (half-life 69 steps): after 300 steps 95% of the
+            weight is on observed batches, while each estimate still averages about 100 batches.
+        fixed_threshold: if set, every class uses this constant threshold instead (the ablation "fixed instead
+            of adaptive"). :meth:`update` still tracks the statistics, which can be logged, but they do not
+            affect selection.
+
+    Buffers (restored exactly by ``load_state_dict``): ``global_confidence`` (0-dim, :math:`\tau_t`) and
+    ``class_marginals`` ((C,), :math:`\tilde p_t`), float32. :meth:`update` refuses half-precision buffers (after
+    e.g. ``model.to(torch.bfloat16)``): an EMA step of :math:`(1-\lambda)\Delta` is below bfloat16's resolution
+    and would silently be lost.
+    """
+
+    global_confidence: Tensor
+    class_marginals: Tensor
+
+    def __init__(
+        self, num_classes: int, momentum: float = 0.99, fixed_threshold: float | None = None
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if fixed_threshold is not None and not 0.0 < fixed_threshold <= 1.0:
+            raise ValueError(f"fixed_threshold must be in (0, 1], got {fixed_threshold}")
+        self.num_classes = num_classes
+        self.momentum = momentum
+        self.fixed_threshold = fixed_threshold
+        self.register_buffer("global_confidence", torch.tensor(1.0 / num_classes))
+        self.register_buffer("class_marginals", torch.full((num_classes,), 1.0 / num_classes))
+
+    def _check(self, probs: Tensor) -> None:
+        if probs.dim() != 2 or probs.shape[1] != self.num_classes:
+            raise ValueError(
+                f"expected probabilities of shape (B, {self.num_classes}), got {tuple(probs.shape)}"
+            )
+
+    @torch.no_grad()
+    def update(self, probs: Tensor) -> None:
+        """Move the EMAs towards this batch's mean confidence and mean class probabilities.
+
+        ``probs``: (B, C) softmax probabilities of target samples, gathered across processes. An empty batch
+        leaves the state unchanged.
+        """
+        self._check(probs)
+        if self.class_marginals.dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"pseudo-labeler state must stay float32, found {self.class_marginals.dtype}")
+        if probs.shape[0] == 0:
+            return
+        probs = probs.detach().to(self.class_marginals)
+        self.global_confidence.lerp_(probs.max(dim=1).values.mean(), 1.0 - self.momentum)
+        self.class_marginals.lerp_(probs.mean(dim=0), 1.0 - self.momentum)
+
+    @torch.no_grad()
+    def thresholds(self) -> Tensor:
+        """(C,) per-class thresholds :math:`\\tau_t(c)`, or the fixed threshold for every class."""
+        if self.fixed_threshold is not None:
+            return torch.full_like(self.class_marginals, self.fixed_threshold)
+        return self.class_marginals / self.class_marginals.max() * self.global_confidence
+
+    @property
+    def global_threshold(self) -> float:
+        """The global threshold :math:`\\tau_t` (or the fixed one), as a float for logging."""
+        if self.fixed_threshold is not None:
+            return self.fixed_threshold
+        return float(self.global_confidence)
+
+    @torch.no_grad()
+    def select(self, probs: Tensor) -> tuple[Tensor, Tensor]:
+        """Pseudo-label and select confident samples with the current thresholds.
+
+        ``probs``: (B, C) probabilities. Returns ``pseudo_labels`` (B,) long, the argmax for *every* row, and
+        ``mask`` (B,) bool, True for the rows whose confidence reaches their class's threshold. Both are on
+        ``probs``' device.
+        """
+        self._check(probs)
+        confidence, pseudo_labels = probs.detach().float().max(dim=1)
+        thresholds = self.thresholds().to(confidence)
+        return pseudo_labels, confidence >= thresholds[pseudo_labels]
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, momentum={self.momentum}, fixed_threshold={self.fixed_threshold}"

@@ -1,0 +1,121 @@
+import pytest
+import torch
+
+from emodna_hf.pseudo_labels import AdaptiveThresholdPseudoLabeler
+
+
+def _random_probs(batch: int, classes: int, seed: int, sharpness: float = 3.0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.softmax(sharpness * torch.randn(batch, classes, generator=generator), dim=1)
+
+
+def test_initial_state_is_uniform_as_in_freematch():
+    labeler = AdaptiveThresholdPseudoLabeler(num_classes=4)
+    torch.testing.assert_close(labeler.thresholds(), torch.full((4,), 0.25))
+    assert labeler.global_threshold == pytest.approx(0.25)
+    # binary: max probability is always >= 1/2 = tau_0, so everything is selected before any update
+    binary = AdaptiveThresholdPseudoLabeler(num_classes=2)
+    labels, mask = binary.select(torch.tensor([[0.5, 0.5], [0.3, 0.7], [0.9, 0.1]]))
+    assert mask.all() and labels.tolist() == [0, 1, 0]
+
+
+def test_update_is_the_documented_ema():
+    labeler = AdaptiveThresholdPseudoLabeler(num_classes=2, momentum=0.5)
+    labeler.update(torch.tensor([[0.9, 0.1], [0.7, 0.3]]))
+    # tau_1 = 0.5 * 0.5 + 0.5 * mean(0.9, 0.7); p_1 = 0.5 * (0.5, 0.5) + 0.5 * (0.8, 0.2)
+    assert labeler.global_threshold == pytest.approx(0.65)
+    torch.testing.assert_close(labeler.class_marginals, torch.tensor([0.65, 0.35]))
+    torch.testing.assert_close(labeler.thresholds(), torch.tensor([0.65, 0.35 / 0.65 * 0.65]))
+
+
+def test_thresholds_rise_on_confident_and_fall_on_unconfident_batches():
+    labeler = AdaptiveThresholdPseudoLabeler(num_classes=3, momentum=0.9)
+    confident = torch.tensor([[0.98, 0.01, 0.01], [0.01, 0.98, 0.01], [0.01, 0.01, 0.98]])
+    history = [labeler.global_threshold]
+    for _ in range(5):
+        labeler.update(confident)
+        history.append(labeler.global_threshold)
+    assert all(a < b for a, b in zip(history, history[1:], strict=False))
+    uncertain = torch.full((3, 3), 1 / 3)
+    for _ in range(5):
+        labeler.update(uncertain)
+        history.append(labeler.global_threshold)
+    assert all(a > b for a, b in zip(history[5:], history[6:], strict=False))
+
+
+def test_rarely_predicted_class_gets_a_lower_threshold():
+    """Imbalanced target: class 1 is rarely predicted, so its bar is lower and its samples pass more easily."""
+    labeler = AdaptiveThresholdPseudoLabeler(num_classes=2, momentum=0.0)  # state = the last batch
+    batch = torch.tensor([[0.95, 0.05]] * 7 + [[0.3, 0.7]])
+    labeler.update(batch)
+    thresholds = labeler.thresholds()
+    assert thresholds[1] < thresholds[0]
+    assert thresholds[0].item() == pytest.approx(labeler.global_threshold)
+    assert thresholds[0].item() == pytest.approx((7 * 0.95 + 0.7) / 8)
+    _, mask = labeler.select(torch.tensor([[0.8, 0.2], [0.2, 0.8]]))
+    # 0.8 is below the majority class's threshold (0.9188) but above the minority class's
+    assert mask.tolist() == [False, True]
+
+
+def test_fixed_threshold_mode_ignores_the_statistics():
+    labeler = AdaptiveThresholdPseudoLabeler(num_classes=2, fixed_threshold=0.9)
+    before = labeler.thresholds().clone()
+    labeler.update(torch.tensor([[0.99, 0.01]] * 4))
+    assert labeler.global_confidence.item() != pytest.approx(0.5)  # statistics are still tracked
+    torch.testing.assert_close(labeler.thresholds(), before)
+    assert labeler.global_threshold == 0.9
+    labels, mask = labeler.select(torch.tensor([[0.95, 0.05], [0.1, 0.9], [0.15, 0.85]]))
+    assert labels.tolist() == [0, 1, 1] and mask.tolist() == [True, True, False]
+
+
+def test_state_dict_round_trip_reproduces_selections_exactly():
+    labeler = AdaptiveThresholdPseudoLabeler(num_classes=3, momentum=0.9)
+    for step in range(20):
+        labeler.update(_random_probs(16, 3, seed=step))
+    state = labeler.state_dict()
+    assert set(state) == {"global_confidence", "class_marginals"}
+    restored = AdaptiveThresholdPseudoLabeler(num_classes=3, momentum=0.9)
+    restored.load_state_dict(state)
+    probs = _random_probs(64, 3, seed=100)
+    for a, b in zip(labeler.select(probs), restored.select(probs), strict=True):
+        assert torch.equal(a, b)
+    assert 0 < int(labeler.select(probs)[1].sum()) < 64  # the comparison is not trivially all/none
+    labeler.update(probs)
+    restored.update(probs)
+    assert torch.equal(labeler.thresholds(), restored.thresholds())
+    # a fresh labeler (not restored) selects differently: the state is what carries the behaviour
+    assert not torch.equal(AdaptiveThresholdPseudoLabeler(3).select(probs)[1], labeler.select(probs)[1])
+
+
+def test_default_momentum_adapts_within_a_few_hundred_steps():
+    labeler = AdaptiveThresholdPseudoLabeler(num_classes=2)
+    batch = torch.tensor([[0.9, 0.1], [0.1, 0.9]])
+    for _ in range(300):
+        labeler.update(batch)
+    # 0.99 ** 300 ~= 0.049 of the weight stays on tau_0 = 0.5
+    assert labeler.global_threshold == pytest.approx(0.9 - 0.4 * 0.99**300, rel=1e-4)
+
+
+def test_update_and_select_do_not_touch_autograd_and_keep_devices():
+    logits = torch.randn(5, 3, requires_grad=True)
+    probs = torch.softmax(logits, dim=1)
+    labeler = AdaptiveThresholdPseudoLabeler(num_classes=3)
+    labeler.update(probs)
+    labels, mask = labeler.select(probs)
+    assert labels.dtype == torch.long and mask.dtype == torch.bool
+    assert not labels.requires_grad and not mask.requires_grad
+    assert not labeler.class_marginals.requires_grad
+    labeler.update(probs[:0])  # empty batch: no change, no error
+    with pytest.raises(ValueError):
+        labeler.update(torch.rand(4, 2))
+    with pytest.raises(TypeError):
+        labeler.to(torch.bfloat16).update(probs.detach())
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"num_classes": 1}, {"num_classes": 2, "momentum": 1.0}, {"num_classes": 2, "fixed_threshold": 0.0}],
+)
+def test_invalid_arguments_raise(kwargs):
+    with pytest.raises(ValueError):
+        AdaptiveThresholdPseudoLabeler(**kwargs)
