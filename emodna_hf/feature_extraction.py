@@ -1,0 +1,23 @@
+"""The feature extractor saved next to every model, so that `pipeline("audio-classification")` works."""
+
+from __future__ import annotations
+
+from transformers import Wav2Vec2FeatureExtractor
+
+from .modeling import EmoDnaConfig
+
+
+def create_feature_extractor(config: EmoDnaConfig) -> Wav2Vec2FeatureExtractor:
+    """A `Wav2Vec2FeatureExtractor` at the model's rate that always returns an attention mask.
+
+    The mask matters: the model pools over valid frames only, so a padded utterance gets the logits it gets alone.
+    Waveforms are normalised to zero mean and unit variance per utterance (the wav2vec2 convention), which also
+    removes recording-gain differences between corpora.
+    """
+    return Wav2Vec2FeatureExtractor(
+        feature_size=1,
+        sampling_rate=config.sampling_rate,
+        padding_value=0.0,
+        do_normalize=True,
+        return_attention_mask=True,
+    )

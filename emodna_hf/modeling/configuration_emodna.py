@@ -1,0 +1,260 @@
+"""Configuration of the Emo-DNA model (``model_type="emodna"``).
+
+This file is shipped as remote code next to saved checkpoints: it imports only torch-free parts of transformers and
+nothing else from emodna_hf.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig, PreTrainedConfig
+
+# wav2vec2-family encoders that expose ``hidden_states`` and ``_get_feature_vector_attention_mask``.
+SSL_BACKBONE_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
+BACKBONE_TYPES = ("tcn", *SSL_BACKBONE_TYPES)
+POOLING_TYPES = ("mean", "attentive_stats")
+ADAPTATION_METHODS = ("emodna", "source_only", "dann", "mmd")
+CORPUS_ALIGNMENT_TYPES = ("adversarial", "mmd")
+CLASS_ALIGNMENT_TYPES = ("contrastive", "prototype")
+
+
+class EmoDnaConfig(PreTrainedConfig):
+    r"""Configuration of [`EmoDnaForAudioClassification`].
+
+    The model is: waveform → backbone (a wav2vec2-family SSL encoder, or the light MFCC + bidirectional temporal
+    convolutional network "tcn") → learnable weighted sum over backbone layers → masked pooling → two encoders on the
+    pooled vector: the **emotion-relevant** encoder (followed by the emotion classifier) and the **corpus-specific**
+    encoder (followed by a corpus classifier), each with a projection head for the contrastive decoupling loss; and a
+    corpus discriminator behind a gradient reversal layer on the emotion embedding (corpus-level alignment).
+
+    Args:
+        backbone_type (`str`, defaults to `"tcn"`):
+            `"tcn"` (log-mel MFCCs computed in the model + TIM-Net-style bidirectional dilated causal convolutions;
+            trains on a CPU in minutes) or one of `"wav2vec2"`, `"hubert"`, `"wavlm"`, `"data2vec-audio"`.
+        backbone_config (`dict` or `PreTrainedConfig`, *optional*):
+            Configuration of the SSL encoder; its `model_type` must equal `backbone_type`. Defaults to that family's
+            default (base-size) configuration. Ignored for `"tcn"`.
+        sampling_rate (`int`, defaults to 16000): Rate of the waveforms the model takes.
+        freeze_backbone (`bool`, defaults to `False`):
+            Keep the whole SSL encoder frozen (and in eval mode); its features can then be cached once.
+        freeze_feature_encoder (`bool`, defaults to `True`): Freeze only the SSL encoder's CNN feature encoder.
+        use_weighted_layer_sum (`bool`, defaults to `True`):
+            Learnable softmax-weighted sum over all backbone layers (SUPERB practice; for `"tcn"`, over the
+            multi-scale block outputs as in TIM-Net). If `False`, the last layer is used.
+        n_fft, win_length_ms, hop_length_ms, n_mels, n_mfcc, f_min, f_max:
+            Front end of the `"tcn"` backbone. `n_mfcc=0` uses log-mel energies directly.
+        cepstral_mean_normalization (`bool`, defaults to `True`):
+            Subtract each utterance's mean from its MFCCs (over valid frames): removes stationary channel colouring,
+            the cheapest corpus-invariance there is.
+        tcn_hidden_size, tcn_num_blocks, tcn_kernel_size, tcn_dropout:
+            Width, number of temporal-aware blocks (dilations 1, 2, 4, ...), kernel and dropout of the TCN.
+        pooling (`str`, defaults to `"attentive_stats"`): `"mean"` or `"attentive_stats"` (attentive mean and std).
+        attention_hidden_size (`int`, defaults to 128): Hidden size of the attentive pooling scorer.
+        encoder_hidden_size (`int`, defaults to 256): Hidden size of the emotion and corpus encoders.
+        embedding_size (`int`, defaults to 128): Size of the emotion-relevant and corpus-specific embeddings.
+        projection_size (`int`, defaults to 64): Output size of the contrastive projection heads.
+        discriminator_hidden_size (`int`, defaults to 128): Hidden size of the corpus discriminator.
+        encoder_dropout (`float`, defaults to 0.1): Dropout in encoders, classifier and discriminator.
+        num_corpora (`int`, defaults to 2):
+            Number of corpora seen in training (source corpora + the target corpus); size of the corpus classifier
+            and discriminator outputs.
+        label_smoothing (`float`, defaults to 0.0): Label smoothing of the source cross-entropy.
+        adaptation_method (`str`, defaults to `"emodna"`):
+            What [`EmoDnaTrainer`] optimises: `"emodna"`, or a baseline: `"source_only"`, `"dann"`, `"mmd"`.
+        use_decoupling, use_class_alignment, use_corpus_alignment (`bool`, default `True`):
+            Switch the Emo-DNA components (ablations). Only read when `adaptation_method="emodna"`.
+        adaptive_threshold (`bool`, defaults to `True`):
+            Per-class self-adaptive pseudo-label thresholds; `False` uses `fixed_threshold` (ablation).
+        fixed_threshold (`float`, defaults to 0.9): Confidence threshold when `adaptive_threshold=False`.
+        threshold_momentum (`float`, defaults to 0.99): EMA momentum of the adaptive threshold state.
+        corpus_alignment (`str`, defaults to `"adversarial"`): Emo-DNA corpus-level alignment: `"adversarial"` or `"mmd"`.
+        class_alignment (`str`, defaults to `"contrastive"`): Emo-DNA class-level alignment: `"contrastive"` or `"prototype"`.
+        contrastive_temperature (`float`, defaults to 0.1): Temperature of the contrastive losses.
+        classification_weight, decoupling_weight, corpus_classification_weight, class_alignment_weight,
+        pseudo_label_weight, corpus_alignment_weight (`float`):
+            Weights of the loss terms (see docs/method.md).
+        pseudo_label_warmup (`float`, defaults to 0.2):
+            Fraction of training before target pseudo-labels are used (the classifier is unreliable before).
+        grl_gamma (`float`, defaults to 10.0): Steepness of the DANN ramp `2 / (1 + exp(-gamma p)) - 1`.
+        mmd_kernel_multipliers (`list[float]`): Bandwidth multipliers of the multi-kernel MMD.
+    """
+
+    model_type = "emodna"
+    sub_configs = {"backbone_config": AutoConfig}
+
+    def __init__(
+        self,
+        backbone_type: str = "tcn",
+        backbone_config: dict | PreTrainedConfig | None = None,
+        sampling_rate: int = 16000,
+        freeze_backbone: bool = False,
+        freeze_feature_encoder: bool = True,
+        use_weighted_layer_sum: bool = True,
+        n_fft: int = 512,
+        win_length_ms: float = 25.0,
+        hop_length_ms: float = 10.0,
+        n_mels: int = 64,
+        n_mfcc: int = 39,
+        f_min: float = 20.0,
+        f_max: float | None = None,
+        cepstral_mean_normalization: bool = True,
+        tcn_hidden_size: int = 64,
+        tcn_num_blocks: int = 6,
+        tcn_kernel_size: int = 2,
+        tcn_dropout: float = 0.1,
+        pooling: str = "attentive_stats",
+        attention_hidden_size: int = 128,
+        encoder_hidden_size: int = 256,
+        embedding_size: int = 128,
+        projection_size: int = 64,
+        discriminator_hidden_size: int = 128,
+        encoder_dropout: float = 0.1,
+        num_corpora: int = 2,
+        label_smoothing: float = 0.0,
+        adaptation_method: str = "emodna",
+        use_decoupling: bool = True,
+        use_class_alignment: bool = True,
+        use_corpus_alignment: bool = True,
+        adaptive_threshold: bool = True,
+        fixed_threshold: float = 0.9,
+        threshold_momentum: float = 0.99,
+        corpus_alignment: str = "adversarial",
+        class_alignment: str = "contrastive",
+        contrastive_temperature: float = 0.1,
+        classification_weight: float = 1.0,
+        decoupling_weight: float = 0.1,
+        corpus_classification_weight: float = 0.1,
+        class_alignment_weight: float = 0.1,
+        pseudo_label_weight: float = 0.5,
+        corpus_alignment_weight: float = 0.5,
+        pseudo_label_warmup: float = 0.2,
+        grl_gamma: float = 10.0,
+        mmd_kernel_multipliers: list[float] | tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
+        **kwargs: Any,
+    ):
+        _check_choice("backbone_type", backbone_type, BACKBONE_TYPES)
+        _check_choice("pooling", pooling, POOLING_TYPES)
+        _check_choice("adaptation_method", adaptation_method, ADAPTATION_METHODS)
+        _check_choice("corpus_alignment", corpus_alignment, CORPUS_ALIGNMENT_TYPES)
+        _check_choice("class_alignment", class_alignment, CLASS_ALIGNMENT_TYPES)
+        if num_corpora < 2:
+            raise ValueError(f"num_corpora must be >= 2 (at least one source and one target corpus), got {num_corpora}")
+
+        self.backbone_type = backbone_type
+        self.backbone_config = _build_backbone_config(backbone_type, backbone_config)
+        self.sampling_rate = sampling_rate
+        self.freeze_backbone = freeze_backbone
+        self.freeze_feature_encoder = freeze_feature_encoder
+        self.use_weighted_layer_sum = use_weighted_layer_sum
+        self.n_fft = n_fft
+        self.win_length_ms = win_length_ms
+        self.hop_length_ms = hop_length_ms
+        self.n_mels = n_mels
+        self.n_mfcc = n_mfcc
+        self.f_min = f_min
+        self.f_max = f_max
+        self.cepstral_mean_normalization = cepstral_mean_normalization
+        self.tcn_hidden_size = tcn_hidden_size
+        self.tcn_num_blocks = tcn_num_blocks
+        self.tcn_kernel_size = tcn_kernel_size
+        self.tcn_dropout = tcn_dropout
+        self.pooling = pooling
+        self.attention_hidden_size = attention_hidden_size
+        self.encoder_hidden_size = encoder_hidden_size
+        self.embedding_size = embedding_size
+        self.projection_size = projection_size
+        self.discriminator_hidden_size = discriminator_hidden_size
+        self.encoder_dropout = encoder_dropout
+        self.num_corpora = num_corpora
+        self.label_smoothing = label_smoothing
+        self.adaptation_method = adaptation_method
+        self.use_decoupling = use_decoupling
+        self.use_class_alignment = use_class_alignment
+        self.use_corpus_alignment = use_corpus_alignment
+        self.adaptive_threshold = adaptive_threshold
+        self.fixed_threshold = fixed_threshold
+        self.threshold_momentum = threshold_momentum
+        self.corpus_alignment = corpus_alignment
+        self.class_alignment = class_alignment
+        self.contrastive_temperature = contrastive_temperature
+        self.classification_weight = classification_weight
+        self.decoupling_weight = decoupling_weight
+        self.corpus_classification_weight = corpus_classification_weight
+        self.class_alignment_weight = class_alignment_weight
+        self.pseudo_label_weight = pseudo_label_weight
+        self.corpus_alignment_weight = corpus_alignment_weight
+        self.pseudo_label_warmup = pseudo_label_warmup
+        self.grl_gamma = grl_gamma
+        self.mmd_kernel_multipliers = [float(m) for m in mmd_kernel_multipliers]
+        # A saved folder must load through every Auto class we promise, including in a process that never
+        # imported emodna_hf (trust_remote_code); save_pretrained merges the entries of the saved object's class.
+        kwargs.setdefault(
+            "auto_map",
+            {
+                "AutoConfig": "configuration_emodna.EmoDnaConfig",
+                "AutoModel": "modeling_emodna.EmoDnaForAudioClassification",
+                "AutoModelForAudioClassification": "modeling_emodna.EmoDnaForAudioClassification",
+            },
+        )
+        # The extra outputs the trainer asks for are not predictions: keep them out of Trainer's eval gathering.
+        kwargs.setdefault(
+            "keys_to_ignore_at_inference",
+            [
+                "emotion_embeddings",
+                "corpus_embeddings",
+                "emotion_projections",
+                "corpus_projections",
+                "domain_logits",
+                "corpus_logits",
+            ],
+        )
+        super().__init__(**kwargs)
+        if not self.label2id:
+            # id2label alone would otherwise save label2id=None, which breaks label lookups after loading.
+            self.label2id = {name: int(i) for i, name in self.id2label.items()}
+        _check_label_maps(self.id2label, self.label2id)
+
+    @property
+    def uses_ssl_backbone(self) -> bool:
+        return self.backbone_type != "tcn"
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"Unknown {name} {value!r}; expected one of {', '.join(map(repr, choices))}.")
+
+
+def _build_backbone_config(
+    backbone_type: str, backbone_config: dict | PreTrainedConfig | None
+) -> PreTrainedConfig | None:
+    if backbone_type == "tcn":
+        if backbone_config is not None:
+            raise ValueError("backbone_config is only used with an SSL backbone_type, not with 'tcn'.")
+        return None
+    if backbone_config is None:
+        return AutoConfig.for_model(backbone_type)
+    if isinstance(backbone_config, dict):
+        model_type = backbone_config.get("model_type", backbone_type)
+        if model_type != backbone_type:
+            raise ValueError(f"backbone_config has model_type {model_type!r} but backbone_type is {backbone_type!r}.")
+        fields = {k: v for k, v in backbone_config.items() if k != "model_type"}
+        return AutoConfig.for_model(backbone_type, **fields)
+    if backbone_config.model_type != backbone_type:
+        raise ValueError(
+            f"backbone_config has model_type {backbone_config.model_type!r} but backbone_type is {backbone_type!r}."
+        )
+    return backbone_config
+
+
+def _check_label_maps(id2label: dict, label2id: dict) -> None:
+    """Both maps must describe the same bijection (stale or hand-edited maps are a common slip)."""
+    forward = {int(i): str(name) for i, name in id2label.items()}
+    backward = {str(name): int(i) for name, i in label2id.items()}
+    if sorted(forward) != list(range(len(forward))):
+        raise ValueError(f"id2label ids must be 0..{len(forward) - 1}, got {sorted(forward)}.")
+    if {name: i for i, name in forward.items()} != backward:
+        raise ValueError(f"id2label {forward} and label2id {backward} disagree; pass two maps that invert each other.")
+
+
+EmoDnaConfig.register_for_auto_class()

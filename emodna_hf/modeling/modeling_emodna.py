@@ -1,0 +1,358 @@
+"""Emo-DNA model for cross-corpus speech emotion recognition.
+
+Emo-DNA (Emotion Decoupling aNd Alignment learning; Ye et al., ACM MM 2023, arXiv 2308.02190) separates an
+emotion-relevant representation from a corpus-specific one on top of a shared backbone, and aligns the emotion
+representation across corpora at the class level (pseudo-labelled targets) and at the corpus level (adversarially).
+This file holds the network: backbone, pooling, the two encoders with their heads, and the corpus discriminator
+behind a gradient reversal layer. The losses that combine these outputs live in `emodna_hf.losses` and the training
+loop in `emodna_hf.trainer`; see docs/method.md.
+
+Shipped as remote code next to saved checkpoints: only `from .x import y` imports of files in this folder.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_emodna import EmoDnaConfig
+from .tcn_emodna import TemporalConvBackbone
+
+
+@dataclass
+class EmoDnaOutput(ModelOutput):
+    """Output of [`EmoDnaForAudioClassification`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*): Source cross-entropy over rows with `labels != -100`.
+        logits (`torch.FloatTensor` of shape `(batch, num_labels)`): Emotion logits.
+        emotion_embeddings (`(batch, embedding_size)`): Output of the emotion-relevant encoder (`h`).
+        corpus_embeddings (`(batch, embedding_size)`): Output of the corpus-specific encoder (`u`).
+        emotion_projections (`(batch, projection_size)`): L2-normalised `g(h)` for the contrastive losses.
+        corpus_projections (`(batch, projection_size)`): L2-normalised `g'(u)`.
+        domain_logits (`(batch, num_corpora)`): Corpus discriminator on `h`, behind gradient reversal.
+        corpus_logits (`(batch, num_corpora)`): Corpus classifier on `u`.
+    The last six are returned only with `output_embeddings=True`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    emotion_embeddings: torch.FloatTensor | None = None
+    corpus_embeddings: torch.FloatTensor | None = None
+    emotion_projections: torch.FloatTensor | None = None
+    corpus_projections: torch.FloatTensor | None = None
+    domain_logits: torch.FloatTensor | None = None
+    corpus_logits: torch.FloatTensor | None = None
+
+
+class _GradientReversal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden_states: torch.Tensor, coefficient: float) -> torch.Tensor:
+        ctx.coefficient = coefficient
+        return hidden_states.view_as(hidden_states)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        return -ctx.coefficient * grad_output, None
+
+
+def gradient_reversal(hidden_states: torch.Tensor, coefficient: float = 1.0) -> torch.Tensor:
+    """Identity forwards; multiplies the gradient by `-coefficient` backwards (Ganin & Lempitsky, 2015)."""
+    return _GradientReversal.apply(hidden_states, coefficient)
+
+
+class WeightedLayerSum(nn.Module):
+    """Softmax-weighted sum over backbone layers `(batch, layers, frames, hidden)` → `(batch, frames, hidden)`."""
+
+    def __init__(self, num_layers: int):
+        super().__init__()
+        self.layer_weights = nn.Parameter(torch.zeros(num_layers))
+
+    def forward(self, layers: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(self.layer_weights, dim=0).to(layers.dtype)
+        return torch.einsum("l,bltd->btd", weights, layers)
+
+
+class MaskedMeanPooling(nn.Module):
+    """Mean over valid frames: `(batch, frames, hidden)`, mask `(batch, frames)` → `(batch, hidden)`."""
+
+    def __init__(self, hidden_size: int, config: EmoDnaConfig):
+        super().__init__()
+        self.output_size = hidden_size
+
+    def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        weights = frame_mask.unsqueeze(-1).to(hidden_states.dtype)
+        return (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class AttentiveStatisticsPooling(nn.Module):
+    """Attentive mean and standard deviation over valid frames (Okabe et al., 2018) → `(batch, 2 * hidden)`."""
+
+    def __init__(self, hidden_size: int, config: EmoDnaConfig):
+        super().__init__()
+        self.scorer = nn.Sequential(
+            nn.Linear(hidden_size, config.attention_hidden_size),
+            nn.Tanh(),
+            nn.Linear(config.attention_hidden_size, 1),
+        )
+        self.output_size = 2 * hidden_size
+
+    def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        scores = self.scorer(hidden_states).squeeze(-1).masked_fill(~frame_mask, torch.finfo(hidden_states.dtype).min)
+        attention = torch.softmax(scores, dim=-1).unsqueeze(-1)
+        mean = (attention * hidden_states).sum(1)
+        variance = (attention * hidden_states.pow(2)).sum(1) - mean.pow(2)
+        return torch.cat([mean, torch.sqrt(variance.clamp(min=1e-5))], dim=-1)
+
+
+POOLING_CLASSES = {"mean": MaskedMeanPooling, "attentive_stats": AttentiveStatisticsPooling}
+
+
+def _mlp(input_size: int, hidden_size: int, output_size: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(input_size, hidden_size), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_size, output_size)
+    )
+
+
+class EmoDnaPreTrainedModel(PreTrainedModel):
+    config: EmoDnaConfig
+    config_class = EmoDnaConfig
+    base_model_prefix = "emodna"
+    main_input_name = "input_values"
+    input_modalities = "audio"
+    supports_gradient_checkpointing = True
+    # Our forward takes no **kwargs and returns a plain mean loss: Trainer must scale it for gradient accumulation.
+    accepts_loss_kwargs = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # PyTorch's default (Kaiming-uniform) init for the heads and the TCN: the 0.02-normal fallback of
+        # transformers is tuned for transformers, and it shrinks the small conv stack's signal. SSL backbones are
+        # initialised by their own _init_weights (dispatched per sub-model by transformers).
+        if isinstance(module, nn.Linear | nn.Conv1d):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                fan_in = module.weight[0].numel()
+                bound = 1 / math.sqrt(fan_in)
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, WeightedLayerSum):
+            init.zeros_(module.layer_weights)
+
+
+class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
+    """Emo-DNA speech emotion classifier with its decoupling and alignment heads.
+
+    Inference (`pipeline("audio-classification")`, `model(**features)`) runs backbone → pooling → emotion encoder →
+    classifier only; the trainer asks for the adaptation outputs with `output_embeddings=True`.
+    """
+
+    def __init__(self, config: EmoDnaConfig):
+        super().__init__(config)
+        if config.uses_ssl_backbone:
+            self.backbone = AutoModel.from_config(config.backbone_config)
+            num_layers = config.backbone_config.num_hidden_layers + 1
+            hidden_size = config.backbone_config.hidden_size
+        else:
+            self.backbone = TemporalConvBackbone(config)
+            num_layers, hidden_size = self.backbone.num_layers, self.backbone.hidden_size
+        self.layer_sum = WeightedLayerSum(num_layers) if config.use_weighted_layer_sum else None
+        self.pooling = POOLING_CLASSES[config.pooling](hidden_size, config)
+        pooled_size, embedding_size = self.pooling.output_size, config.embedding_size
+
+        self.emotion_encoder = _mlp(pooled_size, config.encoder_hidden_size, embedding_size, config.encoder_dropout)
+        self.corpus_encoder = _mlp(pooled_size, config.encoder_hidden_size, embedding_size, config.encoder_dropout)
+        self.classifier = nn.Sequential(
+            nn.ReLU(), nn.Dropout(config.encoder_dropout), nn.Linear(embedding_size, config.num_labels)
+        )
+        self.emotion_projector = _mlp(embedding_size, embedding_size, config.projection_size, 0.0)
+        self.corpus_projector = _mlp(embedding_size, embedding_size, config.projection_size, 0.0)
+        self.corpus_classifier = nn.Sequential(nn.ReLU(), nn.Linear(embedding_size, config.num_corpora))
+        self.domain_discriminator = _mlp(
+            embedding_size, config.discriminator_hidden_size, config.num_corpora, config.encoder_dropout
+        )
+        self.post_init()
+        self._apply_freezing()
+
+    # --- backbone -------------------------------------------------------------------------------------------------
+
+    def _apply_freezing(self) -> None:
+        if self.config.uses_ssl_backbone:
+            if self.config.freeze_backbone:
+                self.backbone.requires_grad_(False)
+            elif self.config.freeze_feature_encoder:
+                # Not every family's base model has freeze_feature_encoder(); all name the CNN feature_extractor.
+                self.backbone.feature_extractor.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.uses_ssl_backbone and self.config.freeze_backbone:
+            # A frozen backbone stays deterministic (no dropout) so that cached features equal live ones.
+            self.backbone.eval()
+        return self
+
+    @property
+    def cacheable_features_are_layers(self) -> bool:
+        """Whether `compute_cacheable_features` returns backbone layers (SSL) rather than front-end frames (tcn)."""
+        return self.config.uses_ssl_backbone
+
+    def compute_cacheable_features(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The parameter-free (or frozen) part of the forward pass, to compute once and cache.
+
+        Returns `(input_features, feature_mask)`: for the `"tcn"` backbone, MFCC frames `(batch, frames, n_mfcc)`;
+        for a frozen SSL backbone, all hidden layers `(batch, layers, frames, hidden)`. Feed them back through
+        `forward(input_features=..., feature_mask=...)`.
+        """
+        input_values, attention_mask = self._check_waveform(input_values, attention_mask)
+        if not self.config.uses_ssl_backbone:
+            return self.backbone.front_end(input_values, attention_mask)
+        if not self.config.freeze_backbone:
+            raise ValueError("Backbone features can only be cached when config.freeze_backbone=True.")
+        return self._ssl_layers(input_values, attention_mask)
+
+    def _ssl_layers(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_backbone):
+            outputs = self.backbone(input_values, attention_mask=attention_mask, output_hidden_states=True)
+        # Pre-LayerNorm ("stable") encoders apply their final LayerNorm after the last collected hidden state;
+        # use last_hidden_state as the top layer so that norm is part of the model (it equals it otherwise).
+        layers = torch.stack((*outputs.hidden_states[:-1], outputs.last_hidden_state), dim=1)
+        frames = layers.shape[2]
+        if attention_mask is None:
+            frame_mask = torch.ones(layers.shape[0], frames, dtype=torch.bool, device=layers.device)
+        else:
+            frame_mask = self.backbone._get_feature_vector_attention_mask(frames, attention_mask).bool()
+        return layers, frame_mask
+
+    def _backbone_layers(self, input_values, attention_mask, input_features, feature_mask):
+        """`(batch, layers, frames, hidden)` and the frame mask, from waveforms or cached features."""
+        if (input_values is None) == (input_features is None):
+            raise ValueError("Pass exactly one of input_values (waveforms) and input_features (cached features).")
+        if input_values is not None:
+            input_values, attention_mask = self._check_waveform(input_values, attention_mask)
+            if self.config.uses_ssl_backbone:
+                return self._ssl_layers(input_values, attention_mask)
+            input_features, feature_mask = self.backbone.front_end(input_values, attention_mask)
+        else:
+            expected_dims = 4 if self.config.uses_ssl_backbone else 3
+            if input_features.dim() != expected_dims:
+                raise ValueError(
+                    f"input_features for a {self.config.backbone_type!r} backbone must have {expected_dims} dims, got "
+                    f"shape {tuple(input_features.shape)}."
+                )
+            if feature_mask is None:
+                feature_mask = torch.ones(input_features.shape[0], input_features.shape[-2], dtype=torch.bool)
+            feature_mask = feature_mask.to(device=input_features.device, dtype=torch.bool)
+            if self.config.uses_ssl_backbone:
+                return input_features, feature_mask
+        return self.backbone.encode_features(input_features, feature_mask), feature_mask
+
+    def _check_waveform(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None):
+        if input_values.dim() == 1:
+            input_values = input_values.unsqueeze(0)
+        if input_values.dim() != 2:
+            raise ValueError(
+                f"input_values must be mono waveforms of shape (batch, samples) at {self.config.sampling_rate} Hz; "
+                f"got shape {tuple(input_values.shape)}. Average the channels of multichannel audio first."
+            )
+        if attention_mask is not None:
+            if attention_mask.dim() == 1:
+                attention_mask = attention_mask.unsqueeze(0)
+            if attention_mask.shape != input_values.shape:
+                raise ValueError(
+                    f"attention_mask shape {tuple(attention_mask.shape)} does not match input_values shape "
+                    f"{tuple(input_values.shape)}."
+                )
+        return input_values, attention_mask
+
+    # --- forward --------------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        input_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        input_features: torch.Tensor | None = None,
+        feature_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_embeddings: bool = False,
+        gradient_reversal_coefficient: float = 1.0,
+    ) -> EmoDnaOutput:
+        r"""
+        Args:
+            input_values (`(batch, samples)`): Mono waveforms at `config.sampling_rate`, right-padded.
+            attention_mask (`(batch, samples)`): 1 for real samples, 0 for padding.
+            input_features: Cached output of [`compute_cacheable_features`], instead of `input_values`.
+            feature_mask (`(batch, frames)`): Valid-frame mask of `input_features`.
+            labels (`(batch,)`): Emotion ids; `-100` marks rows without a label (unlabelled target rows).
+            output_embeddings: Also return the embeddings, projections and corpus logits used by the UDA losses.
+            gradient_reversal_coefficient: Scale of the reversed gradient reaching the emotion encoder from the
+                corpus discriminator (the DANN schedule's current value).
+        """
+        layers, frame_mask = self._backbone_layers(input_values, attention_mask, input_features, feature_mask)
+        hidden_states = self.layer_sum(layers) if self.layer_sum is not None else layers[:, -1]
+        pooled = self.pooling(hidden_states, frame_mask)
+        emotion_embeddings = self.emotion_encoder(pooled)
+        logits = self.classifier(emotion_embeddings)
+
+        loss = None
+        if labels is not None:
+            labels = labels.to(logits.device)
+            if (labels != -100).any():
+                loss = nn.functional.cross_entropy(
+                    logits, labels, ignore_index=-100, label_smoothing=self.config.label_smoothing
+                )
+            else:
+                # Keep the graph connected (DDP expects every used parameter to get a gradient).
+                loss = logits.sum() * 0.0
+
+        if not output_embeddings:
+            return EmoDnaOutput(loss=loss, logits=logits)
+        corpus_embeddings = self.corpus_encoder(pooled)
+        return EmoDnaOutput(
+            loss=loss,
+            logits=logits,
+            emotion_embeddings=emotion_embeddings,
+            corpus_embeddings=corpus_embeddings,
+            emotion_projections=nn.functional.normalize(self.emotion_projector(emotion_embeddings), dim=-1),
+            corpus_projections=nn.functional.normalize(self.corpus_projector(corpus_embeddings), dim=-1),
+            domain_logits=self.domain_discriminator(
+                gradient_reversal(emotion_embeddings, gradient_reversal_coefficient)
+            ),
+            corpus_logits=self.corpus_classifier(corpus_embeddings),
+        )
+
+    # --- construction from a pretrained SSL checkpoint -------------------------------------------------------------
+
+    @classmethod
+    def from_backbone_pretrained(
+        cls, backbone_name_or_path: str, *, token: str | None = None, revision: str | None = None, **config_kwargs
+    ) -> EmoDnaForAudioClassification:
+        """Build a model whose SSL backbone starts from a pretrained checkpoint (Hub id or local folder).
+
+        The heads are freshly initialised. `config_kwargs` go to [`EmoDnaConfig`] (e.g. `id2label`, `label2id`,
+        `num_corpora`, `freeze_backbone`). Weight loading happens here, never in `__init__`, because
+        `from_pretrained` builds models on the meta device.
+        """
+        backbone_config = AutoConfig.from_pretrained(backbone_name_or_path, token=token, revision=revision)
+        config = EmoDnaConfig(
+            backbone_type=backbone_config.model_type, backbone_config=backbone_config, **config_kwargs
+        )
+        model = cls(config)
+        backbone = AutoModel.from_pretrained(backbone_name_or_path, token=token, revision=revision)
+        # strict=False only for unexpected keys: pretraining-only heads (quantizer, projections) are not needed.
+        missing, _ = model.backbone.load_state_dict(backbone.state_dict(), strict=False)
+        if missing:
+            raise ValueError(f"Backbone checkpoint {backbone_name_or_path!r} lacks weights: {missing[:5]}")
+        return model
+
+
+EmoDnaForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
