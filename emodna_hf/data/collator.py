@@ -1,0 +1,72 @@
+"""Batching of variable-length utterances (waveforms or cached backbone features) for the model and trainer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass
+class UDADataCollator:
+    """Pads examples into a batch of tensors.
+
+    - `input_values` (1-D waveforms) → `input_values` `(batch, samples)` zero-padded + `attention_mask` (long);
+    - or `input_features` (cached features `(frames, features)` or `(layers, frames, hidden)`) → `input_features`
+      padded along the frame axis + `feature_mask` `(batch, frames)` (bool);
+    - `labels` → long, `-100` for examples without one (unlabelled target rows);
+    - `corpus_id` → `corpus_ids` (long), when present.
+    Other columns (speaker, file names, ...) are not model inputs and are dropped.
+
+    Args:
+        pad_to_multiple_of: round the padded length up to a multiple of this (stable shapes for compiled kernels).
+    """
+
+    pad_to_multiple_of: int | None = None
+
+    def _padded_length(self, lengths: list[int]) -> int:
+        length = max(lengths)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        return length
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if not examples:
+            raise ValueError("Cannot collate an empty list of examples.")
+        batch: dict[str, torch.Tensor] = {}
+        if "input_values" in examples[0]:
+            waves = [np.asarray(e["input_values"], dtype=np.float32) for e in examples]
+            for wave, example in zip(waves, examples, strict=True):
+                if wave.ndim != 1:
+                    raise ValueError(
+                        f"input_values must be 1-D mono waveforms; example {example.get('utt_id', '?')} has "
+                        f"shape {wave.shape}."
+                    )
+            length = self._padded_length([len(w) for w in waves])
+            values = torch.zeros(len(waves), length)
+            mask = torch.zeros(len(waves), length, dtype=torch.long)
+            for i, wave in enumerate(waves):
+                values[i, : len(wave)] = torch.from_numpy(wave)
+                mask[i, : len(wave)] = 1
+            batch["input_values"], batch["attention_mask"] = values, mask
+        elif "input_features" in examples[0]:
+            features = [torch.as_tensor(np.asarray(e["input_features"], dtype=np.float32)) for e in examples]
+            time_axis = features[0].dim() - 2  # frames are the second-to-last axis in both layouts
+            length = self._padded_length([f.shape[time_axis] for f in features])
+            shape = list(features[0].shape)
+            shape[time_axis] = length
+            padded = torch.zeros(len(features), *shape)
+            mask = torch.zeros(len(features), length, dtype=torch.bool)
+            for i, feature in enumerate(features):
+                frames = feature.shape[time_axis]
+                padded[i].narrow(time_axis, 0, frames).copy_(feature)
+                mask[i, :frames] = True
+            batch["input_features"], batch["feature_mask"] = padded, mask
+        else:
+            raise ValueError(f"Examples need 'input_values' or 'input_features'; got keys {sorted(examples[0])}.")
+        batch["labels"] = torch.tensor([int(e.get("labels", -100)) for e in examples], dtype=torch.long)
+        if "corpus_id" in examples[0]:
+            batch["corpus_ids"] = torch.tensor([int(e["corpus_id"]) for e in examples], dtype=torch.long)
+        return batch
