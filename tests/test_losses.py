@@ -309,3 +309,15 @@ def test_losses_hold_no_parameters():
         MultiKernelMMDLoss(),
     ]
     assert all(len(list(m.parameters())) == 0 and len(m.state_dict()) == 0 for m in modules)
+
+
+def test_similarities_are_computed_in_float32_under_autocast():
+    z, v = _leaf(8, 16, seed=27), _leaf(8, 16, seed=28)
+    labels = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
+    loss_fn = ContrastiveDecouplingLoss(temperature=0.05)
+    reference = loss_fn(z, labels, v)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        under_autocast = loss_fn(z, labels, v)
+        mmd = MultiKernelMMDLoss()(z, v)
+    assert under_autocast.dtype == torch.float32 and mmd.dtype == torch.float32
+    assert under_autocast.item() == pytest.approx(reference.item(), rel=1e-6)
