@@ -1,0 +1,354 @@
+"""`EmoDnaTrainer`: unsupervised domain adaptation (Emo-DNA and baselines) inside 🤗 `Trainer`.
+
+Every training batch holds a labelled source half and an unlabelled target half (`SourceTargetBatchSampler`); one
+forward pass over both returns everything the losses need (`output_embeddings=True`), and `compute_loss` combines
+the loss terms that `config.adaptation_method` and the ablation switches select. See docs/method.md for the maths.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .data.collator import UDADataCollator
+from .losses import (
+    ClassPrototypeAlignmentLoss,
+    ContrastiveDecouplingLoss,
+    CrossCorpusClassAlignmentLoss,
+    DomainAdversarialLoss,
+    MultiKernelMMDLoss,
+    corpus_classification_loss,
+    grl_coefficient,
+    pseudo_label_cross_entropy,
+)
+from .metrics import make_compute_metrics
+from .modeling import EmoDnaConfig
+from .pseudo_labels import AdaptiveThresholdPseudoLabeler
+
+PSEUDO_LABELER_STATE = "pseudo_labeler.safetensors"
+MODEL_INPUT_COLUMNS = ("input_values", "input_features", "labels", "corpus_id")
+
+
+@dataclass
+class EmoDnaTrainingArguments(TrainingArguments):
+    """`TrainingArguments` for [`EmoDnaTrainer`].
+
+    `per_device_train_batch_size` counts **source** rows; every training batch also holds as many target rows, so
+    a step processes twice that many utterances per device. The adaptation method and loss weights live in the
+    model's [`EmoDnaConfig`], so that a saved model records how it was trained.
+
+    Defaults differ from `TrainingArguments` where UDA needs it: `label_names=["labels"]` (the corpus ids are not
+    labels), `remove_unused_columns=False` (the trainer selects the columns itself).
+    """
+
+    epoch_length: str = field(
+        default="max",
+        metadata={
+            "help": "How many batches make an epoch: 'max' (the larger of source and target is seen once, the "
+            "smaller one cycled), 'source' or 'target'."
+        },
+    )
+    label_names: list[str] | None = field(default_factory=lambda: ["labels"])
+    remove_unused_columns: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.epoch_length not in ("max", "source", "target"):
+            raise ValueError(f"epoch_length must be 'max', 'source' or 'target', got {self.epoch_length!r}")
+
+
+class SourceTargetBatchSampler(Sampler[list[int]]):
+    """Batches of `batch_size` source indices followed by `batch_size` target indices.
+
+    Indices address `UDATrainDataset` (source rows first, then target rows). Each side is reshuffled every time it
+    is exhausted, so the smaller corpus is cycled rather than truncated. The order is a pure function of
+    `(seed, epoch)`, which makes resuming from a checkpoint reproduce the exact batches.
+    """
+
+    def __init__(self, num_source: int, num_target: int, batch_size: int, seed: int = 0, epoch_length: str = "max"):
+        if num_source == 0 or num_target == 0:
+            raise ValueError(f"Both corpora need rows: got {num_source} source and {num_target} target rows.")
+        self.num_source, self.num_target, self.batch_size, self.seed = num_source, num_target, batch_size, seed
+        rows = {"max": max(num_source, num_target), "source": num_source, "target": num_target}[epoch_length]
+        self.num_batches = max(1, math.ceil(rows / batch_size))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def _stream(self, size: int, offset: int, generator: np.random.Generator) -> Iterator[int]:
+        while True:
+            yield from (offset + generator.permutation(size)).tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = np.random.default_rng([self.seed, self.epoch])
+        source = self._stream(self.num_source, 0, generator)
+        target = self._stream(self.num_target, self.num_source, generator)
+        for _ in range(self.num_batches):
+            yield [next(source) for _ in range(self.batch_size)] + [next(target) for _ in range(self.batch_size)]
+
+
+class UDATrainDataset(torch.utils.data.Dataset):
+    """Source rows (with labels) followed by target rows, whose labels are dropped here: never read in training."""
+
+    def __init__(self, source: Dataset, target: Dataset):
+        self.source = _model_columns(source, "source", require_labels=True)
+        self.target = _model_columns(target.remove_columns([c for c in ("labels",) if c in target.column_names]),
+                                     "target", require_labels=False)
+
+    def __len__(self) -> int:
+        return len(self.source) + len(self.target)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if index < len(self.source):
+            return self.source[index]
+        return self.target[index - len(self.source)]
+
+
+def _model_columns(dataset: Dataset, role: str, require_labels: bool) -> Dataset:
+    """Keep the columns the model and losses read; fail early, naming the dataset and the missing column."""
+    columns = dataset.column_names
+    if "input_values" not in columns and "input_features" not in columns:
+        raise ValueError(f"The {role} dataset needs an 'input_values' or 'input_features' column; has {columns}.")
+    if "corpus_id" not in columns:
+        raise ValueError(f"The {role} dataset needs a 'corpus_id' column (see emodna_hf.data.build_uda_data).")
+    if require_labels and "labels" not in columns:
+        raise ValueError(f"The {role} dataset needs a 'labels' column; has {columns}.")
+    return dataset.select_columns([c for c in MODEL_INPUT_COLUMNS if c in columns])
+
+
+class EmoDnaTrainer(Trainer):
+    """`Trainer` for unsupervised domain adaptation from a labelled source to an unlabelled target corpus.
+
+    Args:
+        model: an [`EmoDnaForAudioClassification`]; its config selects the method (`adaptation_method`), the
+            Emo-DNA components (`use_decoupling`, `use_class_alignment`, `use_corpus_alignment`,
+            `adaptive_threshold`) and the loss weights.
+        args: [`EmoDnaTrainingArguments`].
+        train_dataset: the labelled source `Dataset` (`input_values` or cached `input_features`, `labels`,
+            `corpus_id` in `0..num_corpora-2`).
+        target_dataset: the unlabelled target `Dataset` (`corpus_id == num_corpora - 1`). A `labels` column, if
+            present, is dropped before training.
+        eval_dataset: e.g. `{"target": ..., "source": ...}`; metrics are UAR, WAR, macro-F1 and per-class recall,
+            prefixed `eval_target_`, `eval_source_`.
+        Other arguments are those of `Trainer`. The default collator is [`UDADataCollator`] and the default
+        `compute_metrics` is [`make_compute_metrics`] over the model's labels.
+    """
+
+    # Our losses are plain means: Trainer must divide them by the gradient-accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, model=None, args: EmoDnaTrainingArguments | None = None, train_dataset=None,
+                 target_dataset: Dataset | None = None, eval_dataset=None, data_collator=None, compute_metrics=None,
+                 **kwargs):
+        if args is None:
+            args = EmoDnaTrainingArguments(output_dir="emodna_output")
+        config: EmoDnaConfig = model.config
+        if data_collator is None:
+            data_collator = UDADataCollator()
+        if compute_metrics is None:
+            compute_metrics = make_compute_metrics([config.id2label[i] for i in range(config.num_labels)])
+        if train_dataset is not None:
+            if target_dataset is None:
+                raise ValueError("EmoDnaTrainer needs a target_dataset (the unlabelled target corpus) to train on.")
+            train_dataset = UDATrainDataset(train_dataset, target_dataset)
+        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         data_collator=data_collator, compute_metrics=compute_metrics, **kwargs)
+        self.target_corpus_id = config.num_corpora - 1
+        self.pseudo_labeler = AdaptiveThresholdPseudoLabeler(
+            config.num_labels,
+            momentum=config.threshold_momentum,
+            fixed_threshold=None if config.adaptive_threshold else config.fixed_threshold,
+        ).to(self.args.device)
+        self.decoupling_loss = ContrastiveDecouplingLoss(config.contrastive_temperature)
+        self.class_alignment_loss = (
+            CrossCorpusClassAlignmentLoss(config.contrastive_temperature)
+            if config.class_alignment == "contrastive"
+            else ClassPrototypeAlignmentLoss(config.num_labels)
+        )
+        self.adversarial_loss = DomainAdversarialLoss()
+        self.mmd_loss = MultiKernelMMDLoss(config.mmd_kernel_multipliers)
+        # Loss terms and statistics of each step, averaged and flushed at every logging step (TRL's pattern).
+        self._metrics: dict[str, defaultdict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    # --- data -----------------------------------------------------------------------------------------------------
+
+    def get_train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            raise ValueError("EmoDnaTrainer: training requires a train_dataset and a target_dataset.")
+        dataset: UDATrainDataset = self.train_dataset
+        sampler = SourceTargetBatchSampler(
+            len(dataset.source),
+            len(dataset.target),
+            self._train_batch_size,
+            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            epoch_length=self.args.epoch_length,
+        )
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
+
+    def _get_eval_dataset_columns(self, dataset: Dataset) -> Dataset:
+        return _model_columns(dataset, "evaluation", require_labels=True)
+
+    def get_eval_dataloader(self, eval_dataset: str | Dataset | None = None) -> DataLoader:
+        if isinstance(eval_dataset, str):
+            eval_dataset = self.eval_dataset[eval_dataset]
+        elif eval_dataset is None:
+            eval_dataset = self.eval_dataset
+        return super().get_eval_dataloader(self._get_eval_dataset_columns(eval_dataset))
+
+    def get_test_dataloader(self, test_dataset: Dataset) -> DataLoader:
+        return super().get_test_dataloader(self._get_eval_dataset_columns(test_dataset))
+
+    # --- loss -----------------------------------------------------------------------------------------------------
+
+    @property
+    def training_progress(self) -> float:
+        """Fraction of training done, in [0, 1]; drives the GRL ramp and the pseudo-label warm-up."""
+        if not self.state.max_steps:
+            return 0.0
+        return min(1.0, self.state.global_step / self.state.max_steps)
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
+                     num_items_in_batch: torch.Tensor | None = None):
+        corpus_ids = inputs.pop("corpus_ids", None)
+        if not model.training:
+            outputs = model(**inputs)
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
+        config: EmoDnaConfig = self.accelerator.unwrap_model(model).config
+        if corpus_ids is None:
+            raise ValueError("Training batches need 'corpus_ids' (from the datasets' 'corpus_id' column).")
+        is_target = corpus_ids == self.target_corpus_id
+        progress = self.training_progress
+        grl = grl_coefficient(progress, gamma=config.grl_gamma)
+        outputs = model(**inputs, output_embeddings=True, gradient_reversal_coefficient=grl)
+        terms = self._loss_terms(config, outputs, inputs["labels"], corpus_ids, is_target, progress, grl)
+        loss = sum(weight * value for value, weight in terms.values())
+        self._record("train", {f"loss_{name}": value.detach() for name, (value, _) in terms.items()})
+        return (loss, outputs) if return_outputs else loss
+
+    def _loss_terms(self, config: EmoDnaConfig, outputs, labels, corpus_ids, is_target, progress, grl):
+        """`{name: (loss, weight)}` of the method's loss terms for one mixed batch."""
+        terms = {"classification": (outputs.loss, config.classification_weight)}
+        source, target = ~is_target, is_target
+        method = config.adaptation_method
+        emotion_s, emotion_t = outputs.emotion_embeddings[source], outputs.emotion_embeddings[target]
+        corpus_alignment = (
+            method in ("dann", "mmd") or (method == "emodna" and config.use_corpus_alignment)
+        )
+        if corpus_alignment:
+            kind = method if method in ("dann", "mmd") else config.corpus_alignment
+            terms["corpus_alignment"] = (
+                self.mmd_loss(emotion_s, emotion_t)
+                if kind == "mmd"
+                else self.adversarial_loss(outputs.domain_logits, corpus_ids)
+            , config.corpus_alignment_weight)
+            if kind != "mmd":
+                accuracy = self.adversarial_loss.domain_discriminator_accuracy
+                self._record("train", {"domain_accuracy": accuracy, "grl_coefficient": torch.tensor(grl)})
+        if method != "emodna":
+            return terms
+
+        pseudo_labels, selected = self._pseudo_labels(outputs.logits[target], progress)
+        if config.use_decoupling:
+            # Positives share the emotion: source labels, plus confident target pseudo-labels once available.
+            contrast_labels = labels.clone()
+            target_labels = torch.where(selected, pseudo_labels, torch.full_like(pseudo_labels, -100))
+            contrast_labels[target] = target_labels
+            terms["decoupling"] = (
+                self.decoupling_loss(outputs.emotion_projections, contrast_labels, outputs.corpus_projections),
+                config.decoupling_weight,
+            )
+            terms["corpus_classification"] = (
+                corpus_classification_loss(outputs.corpus_logits, corpus_ids),
+                config.corpus_classification_weight,
+            )
+        if config.use_class_alignment:
+            source_labels = labels[source]
+            if config.class_alignment == "contrastive":
+                alignment = self.class_alignment_loss(
+                    outputs.emotion_projections[target], pseudo_labels, selected,
+                    outputs.emotion_projections[source], source_labels,
+                )
+            else:
+                alignment = self.class_alignment_loss(emotion_s, source_labels, emotion_t, pseudo_labels, selected)
+            terms["class_alignment"] = (alignment, config.class_alignment_weight)
+            terms["pseudo_label"] = (
+                pseudo_label_cross_entropy(outputs.logits[target], pseudo_labels, selected),
+                config.pseudo_label_weight,
+            )
+        return terms
+
+    def _pseudo_labels(self, target_logits: torch.Tensor, progress: float):
+        """Update the adaptive thresholds with all processes' target predictions, then select confident rows."""
+        probs = target_logits.detach().float().softmax(-1)
+        self.pseudo_labeler.update(self.accelerator.gather(probs))
+        pseudo_labels, selected = self.pseudo_labeler.select(probs)
+        if progress < self.accelerator.unwrap_model(self.model).config.pseudo_label_warmup:
+            selected = torch.zeros_like(selected)
+        thresholds = self.pseudo_labeler.thresholds()
+        config = self.accelerator.unwrap_model(self.model).config
+        stats = {"pseudo_label_mask_rate": selected.float().mean(), "threshold_global":
+                 torch.tensor(self.pseudo_labeler.global_threshold)}
+        stats.update({f"threshold_{config.id2label[c]}": thresholds[c] for c in range(len(thresholds))})
+        self._record("train", stats)
+        return pseudo_labels, selected
+
+    # --- logging --------------------------------------------------------------------------------------------------
+
+    def _record(self, mode: str, values: dict[str, torch.Tensor]) -> None:
+        for name, value in values.items():
+            value = torch.as_tensor(value, dtype=torch.float32, device=self.args.device).reshape(1)
+            self._metrics[mode][name].append(self.accelerator.gather(value).mean().item())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        averaged = {name: sum(values) / len(values) for name, values in self._metrics[mode].items() if values}
+        if mode == "eval":
+            averaged = {f"eval_{name}": value for name, value in averaged.items()}
+        logs.update(averaged)
+        super().log(logs, start_time)
+        self._metrics[mode].clear()
+
+    # --- checkpoints: the pseudo-labeler's thresholds are training state ------------------------------------------
+
+    def _save_checkpoint(self, model: nn.Module, trial=None) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            checkpoint = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            state = {k: v.detach().cpu().contiguous() for k, v in self.pseudo_labeler.state_dict().items()}
+            save_file(state, os.path.join(checkpoint, PSEUDO_LABELER_STATE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, PSEUDO_LABELER_STATE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{path} is missing: the checkpoint was not written by EmoDnaTrainer, so the adaptive "
+                "pseudo-label thresholds cannot be restored."
+            )
+        self.pseudo_labeler.load_state_dict(load_file(path, device=str(self.args.device)))

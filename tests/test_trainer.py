@@ -1,0 +1,156 @@
+"""EmoDnaTrainer mechanics: batch composition, target-label isolation, logging, GA scaling, exact resume."""
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from factories import tiny_config, tone
+from safetensors.torch import load_file
+
+from emodna_hf import EmoDnaForAudioClassification
+from emodna_hf.trainer import (
+    PSEUDO_LABELER_STATE,
+    EmoDnaTrainer,
+    EmoDnaTrainingArguments,
+    SourceTargetBatchSampler,
+)
+
+
+def toy_corpus(corpus_id: int, n: int, shift: float, seed: int, with_labels: bool = True) -> Dataset:
+    """Tones whose pitch encodes the label; `shift` moves every pitch (a corpus difference)."""
+    rows = {"input_values": [], "corpus_id": [], "labels": []}
+    for i in range(n):
+        label = i % 4
+        rows["input_values"].append(tone(0.4, frequency=140 + 70 * label + shift, seed=seed * 1000 + i))
+        rows["corpus_id"].append(corpus_id)
+        rows["labels"].append(label)
+    if not with_labels:
+        del rows["labels"]
+    return Dataset.from_dict(rows)
+
+
+def make_trainer(tmp_path, method="emodna", target=None, seed=0, **arg_overrides):
+    torch.manual_seed(seed)
+    model = EmoDnaForAudioClassification(tiny_config(adaptation_method=method, pseudo_label_warmup=0.0))
+    args = dict(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=6, learning_rate=3e-3,
+        logging_steps=2, report_to="none", use_cpu=True, save_strategy="no", seed=seed, disable_tqdm=True,
+    )
+    args.update(arg_overrides)
+    source = toy_corpus(0, 24, 0.0, seed=1)
+    target = target if target is not None else toy_corpus(1, 16, 35.0, seed=2)
+    return EmoDnaTrainer(
+        model=model, args=EmoDnaTrainingArguments(**args), train_dataset=source, target_dataset=target,
+        eval_dataset={"target": toy_corpus(1, 16, 35.0, seed=2)},
+    )
+
+
+def test_batch_sampler_mixes_halves_and_cycles_the_smaller_corpus():
+    sampler = SourceTargetBatchSampler(num_source=10, num_target=3, batch_size=4, seed=0)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 3  # ceil(max(10, 3) / 4)
+    for batch in batches:
+        assert all(i < 10 for i in batch[:4]) and all(10 <= i < 13 for i in batch[4:])
+    target_seen = [i for b in batches for i in b[4:]]
+    assert len(target_seen) == 12 and set(target_seen) == {10, 11, 12}  # cycled, each pass a permutation
+    for start in range(0, 12, 3):
+        assert sorted(target_seen[start:start + 3]) == [10, 11, 12]
+    assert list(SourceTargetBatchSampler(10, 3, 4, seed=0)) == batches
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+    assert len(SourceTargetBatchSampler(10, 3, 4, epoch_length="target")) == 1
+    with pytest.raises(ValueError, match="0 target rows"):
+        SourceTargetBatchSampler(10, 0, 4)
+
+
+@pytest.mark.slow
+def test_target_labels_are_never_read(tmp_path):
+    labelled = toy_corpus(1, 16, 35.0, seed=2)
+    permuted = labelled.map(lambda row, i: {"labels": (row["labels"] + 1 + i) % 4}, with_indices=True)
+    unlabelled = toy_corpus(1, 16, 35.0, seed=2, with_labels=False)
+    weights = []
+    for target in (labelled, permuted, unlabelled):
+        trainer = make_trainer(tmp_path, target=target)
+        trainer.train()
+        weights.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+    for other in weights[1:]:
+        for name, tensor in weights[0].items():
+            torch.testing.assert_close(other[name], tensor, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["emodna", "source_only", "dann", "mmd"])
+def test_each_loss_term_is_logged(tmp_path, method):
+    trainer = make_trainer(tmp_path, method=method)
+    trainer.train()
+    logged = set().union(*(row.keys() for row in trainer.state.log_history if "loss" in row))
+    expected = {"loss", "loss_classification"}
+    if method in ("dann", "mmd", "emodna"):
+        expected.add("loss_corpus_alignment")
+    if method in ("dann", "emodna"):
+        expected |= {"domain_accuracy", "grl_coefficient"}
+    if method == "emodna":
+        expected |= {"loss_decoupling", "loss_corpus_classification", "loss_class_alignment", "loss_pseudo_label",
+                     "pseudo_label_mask_rate", "threshold_global", "threshold_angry", "threshold_sad"}
+    assert expected <= logged, expected - logged
+    if method == "source_only":
+        assert not any(k.startswith(("loss_corpus", "loss_decoupling", "threshold")) for k in logged)
+    metrics = trainer.evaluate()
+    assert {"eval_target_uar", "eval_target_war", "eval_target_macro_f1", "eval_target_recall_angry"} <= set(metrics)
+
+
+@pytest.mark.slow
+def test_ablation_switches_remove_their_terms(tmp_path):
+    trainer = make_trainer(tmp_path)
+    config = trainer.model.config
+    config.use_decoupling, config.use_class_alignment = False, False
+    trainer.train()
+    logged = set().union(*(row.keys() for row in trainer.state.log_history))
+    assert "loss_corpus_alignment" in logged
+    assert not {"loss_decoupling", "loss_class_alignment", "loss_pseudo_label"} & logged
+
+
+@pytest.mark.slow
+def test_gradient_accumulation_keeps_loss_scale(tmp_path):
+    """With GA the logged loss must stay a per-batch mean, not GA times it (the transformers#47688 trap)."""
+    plain = make_trainer(tmp_path, method="source_only", max_steps=2, logging_steps=1, learning_rate=1e-9)
+    plain.train()
+    accumulated = make_trainer(tmp_path, method="source_only", max_steps=1, logging_steps=1, learning_rate=1e-9,
+                               gradient_accumulation_steps=2)
+    accumulated.train()
+    plain_losses = [row["loss"] for row in plain.state.log_history if "loss" in row]
+    accumulated_loss = next(row["loss"] for row in accumulated.state.log_history if "loss" in row)
+    assert accumulated_loss == pytest.approx(np.mean(plain_losses), rel=1e-3)
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly(tmp_path):
+    straight = make_trainer(tmp_path / "a", max_steps=8)
+    straight.train()
+
+    first = make_trainer(tmp_path / "b", max_steps=8, save_strategy="steps", save_steps=4)
+    first.train()
+    checkpoint = tmp_path / "b" / "out" / "checkpoint-4"
+    saved_state = load_file(checkpoint / PSEUDO_LABELER_STATE)
+    assert set(saved_state) == {"global_confidence", "class_marginals"}
+    resumed = make_trainer(tmp_path / "c", max_steps=8)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+
+    # The restored thresholds are those of step 4, not the fresh initial ones...
+    assert not torch.allclose(saved_state["class_marginals"], torch.full((4,), 0.25))
+    # ...and training continues to the same weights and pseudo-label state as the uninterrupted run.
+    for name, tensor in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    torch.testing.assert_close(resumed.pseudo_labeler.class_marginals, straight.pseudo_labeler.class_marginals)
+
+
+def test_missing_corpus_column_is_a_clear_error(tmp_path):
+    source = toy_corpus(0, 8, 0.0, seed=1).remove_columns("corpus_id")
+    with pytest.raises(ValueError, match="source dataset needs a 'corpus_id'"):
+        EmoDnaTrainer(model=EmoDnaForAudioClassification(tiny_config()),
+                      args=EmoDnaTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none"),
+                      train_dataset=source, target_dataset=toy_corpus(1, 8, 0.0, seed=2))
+    with pytest.raises(ValueError, match="needs a target_dataset"):
+        EmoDnaTrainer(model=EmoDnaForAudioClassification(tiny_config()),
+                      args=EmoDnaTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none"),
+                      train_dataset=toy_corpus(0, 8, 0.0, seed=1))
