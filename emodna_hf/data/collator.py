@@ -16,7 +16,7 @@ class UDADataCollator:
     - `input_values` (1-D waveforms) → `input_values` `(batch, samples)` zero-padded + `attention_mask` (long);
     - or `input_features` (cached features `(frames, features)` or `(layers, frames, hidden)`) → `input_features`
       padded along the frame axis + `feature_mask` `(batch, frames)` (bool);
-    - `labels` → long, `-100` for examples without one (unlabelled target rows);
+    - `labels` → long, `-100` for examples without one (key absent or None: unlabelled target rows);
     - `corpus_id` → `corpus_ids` (long), when present.
     Other columns (speaker, file names, ...) are not model inputs and are dropped.
 
@@ -65,8 +65,15 @@ class UDADataCollator:
                 mask[i, :frames] = True
             batch["input_features"], batch["feature_mask"] = padded, mask
         else:
-            raise ValueError(f"Examples need 'input_values' or 'input_features'; got keys {sorted(examples[0])}.")
-        batch["labels"] = torch.tensor([int(e.get("labels", -100)) for e in examples], dtype=torch.long)
-        if "corpus_id" in examples[0]:
+            raise ValueError(
+                f"Examples need 'input_values' or 'input_features'; got keys {sorted(examples[0])}."
+            )
+        labels = [e.get("labels") for e in examples]
+        batch["labels"] = torch.tensor([-100 if y is None else int(y) for y in labels], dtype=torch.long)
+        with_corpus = sum("corpus_id" in e for e in examples)
+        if with_corpus not in (0, len(examples)):
+            # A silent default would mislabel rows as a corpus; mixed batches mean a dataset lost its column.
+            raise ValueError(f"Only {with_corpus} of {len(examples)} examples have a 'corpus_id'.")
+        if with_corpus:
             batch["corpus_ids"] = torch.tensor([int(e["corpus_id"]) for e in examples], dtype=torch.long)
         return batch

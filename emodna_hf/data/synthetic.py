@@ -143,7 +143,8 @@ def make_synthetic_corpus(
     """Generate a synthetic corpus as a `datasets.Dataset`.
 
     Columns: `audio` ({"array": float32 mono, "sampling_rate": int}), `emotion` (the preset's raw label strings,
-    see `PRESETS[...].labels`), `speaker` (unique across presets) and `utt_id`. The same preset, seed and sizes
+    see `PRESETS[...].labels`), `speaker` ("spk00", ...; `load_corpus` prefixes the corpus name) and `utt_id`
+    (unique across presets). The same preset, seed and sizes
     always give identical arrays; every utterance has its own random stream, so changing the sizes keeps the
     utterances that both sizes share.
     """
@@ -167,7 +168,7 @@ def make_synthetic_corpus(
                 rng = np.random.default_rng([*key, 2, s, e, k])
                 arrays.append(_utterance(preset, speaker, emotion, noise, rng))
                 emotions.append(preset.labels[e])
-                speakers.append(f"{preset.name}-spk{s:02d}")
+                speakers.append(f"spk{s:02d}")
                 utt_ids.append(f"{preset.name}-spk{s:02d}-{emotion}-{k:03d}")
     # Building the Arrow table directly is much faster than Dataset.from_dict on long float lists.
     offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int32)

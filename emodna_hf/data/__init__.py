@@ -1,0 +1,48 @@
+"""Data layer: label harmonisation, audio decoding, corpus loading, synthetic corpora, UDA splits and batching."""
+
+from .assembly import UDAData, build_uda_data, split_source
+from .audio import AudioDecodeError, load_audio
+from .collator import UDADataCollator
+from .labels import (
+    CANONICAL_EMOTIONS,
+    CORPUS_LABEL_MAPS,
+    SCHEME_MAPS,
+    SCHEMES,
+    get_label_map,
+    harmonize_labels,
+    iemocap_label_map,
+)
+from .loading import CorpusSpec, load_corpus, output_features
+from .synthetic import (
+    EMOTION_PROFILES,
+    EMOTIONS,
+    PRESETS,
+    EmotionProfile,
+    SyntheticPreset,
+    make_synthetic_corpus,
+)
+
+__all__ = [
+    "CANONICAL_EMOTIONS",
+    "CORPUS_LABEL_MAPS",
+    "EMOTIONS",
+    "EMOTION_PROFILES",
+    "PRESETS",
+    "SCHEMES",
+    "SCHEME_MAPS",
+    "AudioDecodeError",
+    "CorpusSpec",
+    "EmotionProfile",
+    "SyntheticPreset",
+    "UDAData",
+    "UDADataCollator",
+    "build_uda_data",
+    "get_label_map",
+    "harmonize_labels",
+    "iemocap_label_map",
+    "load_audio",
+    "load_corpus",
+    "make_synthetic_corpus",
+    "output_features",
+    "split_source",
+]

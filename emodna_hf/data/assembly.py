@@ -1,0 +1,134 @@
+"""Source and target splits for unsupervised domain adaptation (what `EmoDnaTrainer` consumes)."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from datasets import Dataset, Value, concatenate_datasets
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+from .labels import SCHEMES
+from .loading import CorpusSpec, load_corpus
+
+
+@dataclass
+class UDAData:
+    """The four splits of a cross-corpus UDA experiment; every split has an int `corpus_id` column.
+
+    Attributes:
+        source_train: labelled source utterances for training (all source corpora, `corpus_id` 0..k-1).
+        source_eval: held-out source utterances: no speaker is on both sides when speakers are known.
+        target_train: the whole target corpus WITHOUT its `labels` column (`corpus_id` k): what UDA may see.
+        target_eval: the same target utterances with labels, for evaluation only (transductive protocol).
+        label_names: the scheme's class names (label ids follow this order).
+        corpus_names: source corpus names then the target's, indexed by `corpus_id`.
+        reports: the per-corpus loading reports of `load_corpus`, plus the split report under `"split"`.
+    """
+
+    source_train: Dataset
+    source_eval: Dataset
+    target_train: Dataset
+    target_eval: Dataset
+    label_names: list[str]
+    corpus_names: list[str]
+    reports: dict[str, dict] = field(default_factory=dict)
+
+
+def build_uda_data(
+    sources: list[CorpusSpec],
+    target: CorpusSpec,
+    *,
+    scheme: str = "categorical4",
+    sampling_rate: int = 16000,
+    max_duration_s: float | None = None,
+    source_eval_fraction: float = 0.2,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    num_proc: int | None = None,
+) -> UDAData:
+    """Load every corpus with `load_corpus`, split each source corpus into train/eval, and prepare the target.
+
+    Each source corpus is split on its own, so every source corpus is represented in both source splits. Rows of
+    known speakers are split by speaker (`StratifiedGroupKFold`: no speaker on both sides, class balance kept as
+    far as whole speakers allow); rows of unknown speakers get a stratified random split. The eval share is
+    approximately `source_eval_fraction` (exactly one fold of `round(1 / fraction)` speaker folds).
+    """
+    if not 0.0 <= source_eval_fraction < 1.0:
+        raise ValueError(f"source_eval_fraction must be in [0, 1), got {source_eval_fraction}")
+    if not sources:
+        raise ValueError("build_uda_data needs at least one source corpus")
+    corpus_names = [spec.name for spec in [*sources, target]]
+    if len(set(corpus_names)) != len(corpus_names):
+        raise ValueError(f"Corpus names must be unique, got {corpus_names}")
+    load = dict(scheme=scheme, sampling_rate=sampling_rate, max_duration_s=max_duration_s, cache_dir=cache_dir,
+                num_proc=num_proc)
+    reports: dict[str, dict] = {"split": {}}
+    train_parts, eval_parts = [], []
+    for corpus_id, spec in enumerate(sources):
+        dataset, reports[spec.name] = load_corpus(spec, **load)
+        dataset = _with_corpus_id(dataset, corpus_id)
+        train_idx, eval_idx, reports["split"][spec.name] = split_source(dataset, source_eval_fraction, seed)
+        train_parts.append(dataset.select(train_idx))
+        eval_parts.append(dataset.select(eval_idx))
+    target_eval, reports[target.name] = load_corpus(target, **load)
+    target_eval = _with_corpus_id(target_eval, len(sources))
+    return UDAData(
+        source_train=concatenate_datasets(train_parts),
+        source_eval=concatenate_datasets(eval_parts),
+        target_train=target_eval.remove_columns("labels"),  # target labels never reach training
+        target_eval=target_eval,
+        label_names=list(SCHEMES[scheme]),
+        corpus_names=corpus_names,
+        reports=reports,
+    )
+
+
+def _with_corpus_id(dataset: Dataset, corpus_id: int) -> Dataset:
+    return dataset.add_column("corpus_id", [corpus_id] * len(dataset), feature=Value("int64"))
+
+
+def split_source(dataset: Dataset, eval_fraction: float, seed: int = 0) -> tuple[list[int], list[int], dict]:
+    """Train/eval row indices of one corpus (see `build_uda_data`), and a report of how it was split."""
+    n = len(dataset)
+    labels = np.asarray(dataset.data.column("labels").to_pylist())
+    speakers = np.asarray(dataset.data.column("speaker").to_pylist())
+    corpus = dataset.data.column("corpus")[0].as_py() if n else ""
+    unknown = speakers == f"{corpus}:unknown"
+    if eval_fraction == 0.0 or n == 0:
+        return list(range(n)), [], {"method": "none", "n_train": n, "n_eval": 0}
+    known_idx, unknown_idx = np.flatnonzero(~unknown), np.flatnonzero(unknown)
+    eval_idx: list[int] = []
+    method = []
+    if len(known_idx):
+        groups = speakers[known_idx]
+        n_speakers = len(set(groups))
+        if n_speakers < 2:
+            raise ValueError(
+                f"Corpus {corpus!r} has a single known speaker: a speaker-independent source split is impossible"
+            )
+        folds = min(n_speakers, max(2, round(1 / eval_fraction)))
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        _, held_out = next(splitter.split(known_idx, labels[known_idx], groups))
+        eval_idx += known_idx[held_out].tolist()
+        method.append(f"speaker-independent ({folds} folds over {n_speakers} speakers)")
+    if len(unknown_idx) >= 2:
+        sub_labels = labels[unknown_idx]
+        stratify = sub_labels if _stratifiable(sub_labels, eval_fraction) else None
+        _, held_out = train_test_split(unknown_idx, test_size=eval_fraction, random_state=seed, stratify=stratify)
+        eval_idx += held_out.tolist()
+        method.append("stratified random (unknown speakers)" if stratify is not None else "random (unknown speakers)")
+    held = set(eval_idx)
+    train_idx = [i for i in range(n) if i not in held]
+    eval_idx = sorted(held)
+    return train_idx, eval_idx, {"method": " + ".join(method), "n_train": len(train_idx), "n_eval": len(eval_idx)}
+
+
+def _stratifiable(labels: np.ndarray, eval_fraction: float) -> bool:
+    """train_test_split stratifies only with two rows per class and room for every class on both sides."""
+    counts = np.bincount(labels)
+    n_classes = int(np.sum(counts > 0))
+    n_eval = math.ceil(eval_fraction * len(labels))
+    return bool(np.all(counts[counts > 0] >= 2)) and min(n_eval, len(labels) - n_eval) >= n_classes

@@ -1,0 +1,387 @@
+"""Load one emotional-speech corpus from any source into the common layout the models and trainer read.
+
+Output columns: `input_values` (float32 mono waveform at the requested rate, variable length), `labels`
+(`ClassLabel` of the scheme), `speaker` (`"<corpus>:<id>"`, `"<corpus>:unknown"` when not known), `corpus` (the
+corpus name) and `utt_id`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from datasets import (
+    Audio,
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Features,
+    List,
+    Value,
+    load_dataset,
+    load_from_disk,
+)
+
+from .audio import AudioDecodeError, load_audio
+from .labels import SCHEMES, harmonize_labels
+from .synthetic import make_synthetic_corpus
+
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".oga", ".aif", ".aiff", ".au", ".w64", ".caf"})
+_SPLIT_DIRS = frozenset({"train", "test", "validation", "valid", "dev", "eval"})
+# Tried in order when a CorpusSpec leaves the column unnamed.
+_LABEL_COLUMNS = ("emotion", "label", "labels", "emotion_label", "category")
+_SPEAKER_COLUMNS = ("speaker", "speaker_id", "spk", "spk_id", "client_id")
+_UTT_ID_COLUMNS = ("utt_id", "id", "utterance_id", "file_id")
+_FILE_COLUMNS = ("file_name", "path", "audio", "file", "filename", "wav")
+
+
+@dataclass
+class CorpusSpec:
+    """Where a corpus is and how to read it.
+
+    Attributes:
+        name: the corpus name: the `corpus` column, the speaker prefix, and (unless `label_map_name` is set) the
+            built-in label map it uses (see `emodna_hf.data.labels.get_label_map`).
+        source: one of
+            - a `datasets.Dataset` (in memory);
+            - `"synthetic:<preset>"` (see `emodna_hf.data.synthetic.PRESETS`; `load_kwargs` go to
+              `make_synthetic_corpus`, e.g. `{"seed": 1}`);
+            - a CSV (`.csv`, `.tsv`) or JSON-lines (`.jsonl`) manifest with a file column (`audio_column`, or
+              `file_name`/`path`/...) whose relative paths are relative to the manifest's folder;
+            - a folder in the 🤗 audiofolder layout: audio files with the label as the parent folder's name, or
+              `metadata.csv`/`metadata.jsonl` files with a `file_name` column; a `<split>/` subfolder is used when
+              it exists;
+            - a folder written by `Dataset.save_to_disk`, or a `.parquet` file;
+            - otherwise a Hub dataset id, read with `datasets.load_dataset(source, config_name, split=split,
+              **load_kwargs)`.
+        split: the split of a Hub dataset, `DatasetDict` folder or audiofolder.
+        audio_column: the column with audio (path string, `{"path","bytes"}` or `{"array","sampling_rate"}`).
+        label_column / speaker_column / utt_id_column: None picks the first present of the usual names
+            (`emotion`, `label`, ... / `speaker`, `speaker_id`, ... / `utt_id`, `id`, ...). Without a speaker
+            column every speaker is unknown; without an id column the id is the file's path (relative to the
+            manifest or folder) without extension, or `<name>-<row>`.
+        label_map: raw label -> canonical emotion entries that extend or override the built-in map.
+        label_map_name: which built-in map to use when `name` is not a known corpus name (e.g. "iemocap").
+        drop_unmapped: see `harmonize_labels`.
+        on_bad_audio: "raise" (default): an unreadable, empty or zero-length file stops loading with an error
+            naming it; "skip": such rows are dropped and listed in the report's `bad_audio`.
+        load_kwargs: extra keyword arguments for `load_dataset` (Hub) or `make_synthetic_corpus` (synthetic).
+    """
+
+    name: str
+    source: str | os.PathLike | Dataset
+    split: str | None = "train"
+    config_name: str | None = None
+    audio_column: str = "audio"
+    label_column: str | None = None
+    speaker_column: str | None = None
+    utt_id_column: str | None = None
+    label_map: Mapping[str, str | None] | None = None
+    label_map_name: str | None = None
+    drop_unmapped: bool | Iterable[str | None] = True
+    on_bad_audio: Literal["raise", "skip"] = "raise"
+    load_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def output_features(scheme: str) -> Features:
+    """The features of every dataset `load_corpus` returns for `scheme`."""
+    return Features(
+        {
+            "input_values": List(Value("float32")),
+            "labels": ClassLabel(names=list(SCHEMES[scheme])),
+            "speaker": Value("string"),
+            "corpus": Value("string"),
+            "utt_id": Value("string"),
+        }
+    )
+
+
+def load_corpus(
+    spec: CorpusSpec,
+    *,
+    scheme: str = "categorical4",
+    sampling_rate: int = 16000,
+    max_duration_s: float | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    num_proc: int | None = None,
+) -> tuple[Dataset, dict]:
+    """Load, harmonise and decode one corpus.
+
+    Decoding runs in `Dataset.map(batched=True)` (with a progress bar). Hub datasets cache the result in the 🤗
+    datasets cache as usual; for other sources pass `cache_dir` to cache it there (keyed by the source rows, the
+    files' sizes and modification times, and the decoding options).
+
+    Args:
+        scheme: the label scheme (`emodna_hf.data.labels.SCHEMES`).
+        sampling_rate: the output rate.
+        max_duration_s: centre-crop longer utterances to this many seconds (None keeps them whole).
+        cache_dir: where to cache decoded audio for non-Hub sources.
+        num_proc: worker processes for decoding.
+
+    Returns:
+        The dataset (columns `input_values`, `labels`, `speaker`, `corpus`, `utt_id`) and a report with the label
+        harmonisation report (`labels`), skipped audio (`bad_audio`: `{utt_id: reason}`) and counts.
+    """
+    if spec.on_bad_audio not in ("raise", "skip"):
+        raise ValueError(f"on_bad_audio must be 'raise' or 'skip', got {spec.on_bad_audio!r}")
+    raw, kind = _open_source(spec)
+    audio_column = _resolve_audio_column(raw, spec, kind)
+    if isinstance(raw.features[audio_column], Audio):  # decoding would need torchcodec: read the bytes ourselves
+        raw = raw.cast_column(audio_column, Audio(decode=False))
+    label_column = spec.label_column or _first_present(raw, _LABEL_COLUMNS, "label", spec.name)
+    raw = _label_names(raw, label_column)
+    dataset, label_report = harmonize_labels(
+        raw,
+        corpus=spec.label_map_name or spec.name,
+        label_column=label_column,
+        scheme=scheme,
+        label_map=spec.label_map,
+        drop_unmapped=spec.drop_unmapped,
+    )
+    dataset = _standard_columns(dataset, spec, audio_column)
+
+    fn_kwargs = {
+        "audio_column": audio_column,
+        "sampling_rate": sampling_rate,
+        "max_duration_s": max_duration_s,
+        "skip": spec.on_bad_audio == "skip",
+        "corpus": spec.name,
+    }
+    features = output_features(scheme)
+    features["audio_error"] = Value("string")
+    cache_file = None
+    if cache_dir is not None and not dataset.cache_files:
+        os.makedirs(cache_dir, exist_ok=True)
+        cache_file = os.path.join(cache_dir, f"{_safe(spec.name)}-{_cache_key(dataset, audio_column, fn_kwargs)}.arrow")
+    decoded = dataset.with_format("numpy").map(
+        _decode_batch,
+        batched=True,
+        batch_size=32,
+        remove_columns=dataset.column_names,
+        features=features,
+        fn_kwargs=fn_kwargs,
+        num_proc=num_proc,
+        cache_file_name=cache_file,
+        desc=f"Decoding {spec.name}",
+    )
+    errors = decoded.data.column("audio_error").to_pylist()
+    utt_ids = decoded.data.column("utt_id").to_pylist()
+    bad = {utt: error for utt, error in zip(utt_ids, errors, strict=True) if error}
+    if bad:
+        decoded = decoded.select([i for i, error in enumerate(errors) if not error])
+    decoded = decoded.remove_columns("audio_error").with_format(None)
+    speakers = set(decoded.data.column("speaker").to_pylist())
+    report = {
+        "corpus": spec.name,
+        "source_kind": kind,
+        "n_raw": len(raw),
+        "n": len(decoded),
+        "labels": label_report,
+        "bad_audio": bad,
+        "n_speakers": len(speakers - {f"{spec.name}:unknown"}),
+        "sampling_rate": sampling_rate,
+        "max_duration_s": max_duration_s,
+    }
+    return decoded, report
+
+
+# --- sources ------------------------------------------------------------------------------------------------------
+
+
+def _open_source(spec: CorpusSpec) -> tuple[Dataset, str]:
+    """The corpus as a `Dataset` with an audio column, and which kind of source it came from."""
+    source = spec.source
+    if isinstance(source, Dataset):
+        return source, "dataset"
+    if isinstance(source, DatasetDict):
+        return _pick_split(source, spec), "dataset"
+    text = os.fspath(source)
+    if text.startswith("synthetic:"):
+        return make_synthetic_corpus(text.split(":", 1)[1], **spec.load_kwargs), "synthetic"
+    path = Path(text)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in (".csv", ".tsv"):
+            return _manifest(path, _read_csv(path), spec), "csv"
+        if suffix in (".jsonl", ".json"):
+            return _manifest(path, _read_jsonl(path), spec), "jsonl"
+        if suffix == ".parquet":
+            return Dataset.from_parquet(str(path)), "parquet"
+        raise ValueError(f"Corpus {spec.name!r}: cannot read {path} (expected .csv, .tsv, .jsonl or .parquet)")
+    if path.is_dir():
+        if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
+            loaded = load_from_disk(str(path))
+            return (_pick_split(loaded, spec) if isinstance(loaded, DatasetDict) else loaded), "disk"
+        return _audiofolder(path, spec), "audiofolder"
+    loaded = load_dataset(text, spec.config_name, split=spec.split, **spec.load_kwargs)
+    if not isinstance(loaded, Dataset):
+        raise ValueError(f"Corpus {spec.name!r}: load_dataset({text!r}) returned {type(loaded).__name__}; set split")
+    return loaded, "hub"
+
+
+def _pick_split(datasets: DatasetDict, spec: CorpusSpec) -> Dataset:
+    if spec.split not in datasets:
+        raise ValueError(f"Corpus {spec.name!r}: no split {spec.split!r}; available: {list(datasets)}")
+    return datasets[spec.split]
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _manifest(path: Path, rows: list[dict[str, Any]], spec: CorpusSpec) -> Dataset:
+    """Rows of a manifest, their file column resolved against the manifest's folder into `audio` paths."""
+    if not rows:
+        raise ValueError(f"Corpus {spec.name!r}: manifest {path} has no rows")
+    candidates = (spec.audio_column, *_FILE_COLUMNS)
+    file_column = next((c for c in candidates if c in rows[0]), None)
+    if file_column is None:
+        raise ValueError(f"Corpus {spec.name!r}: manifest {path} has no file column (tried {candidates})")
+    return _rows_to_dataset(rows, file_column, path.parent)
+
+
+def _rows_to_dataset(rows: list[dict[str, Any]], file_column: str, base: Path) -> Dataset:
+    """Audio paths made absolute in `audio`, `_rel_path` kept for ids; other columns as they are."""
+    columns = {k: [row.get(k) for row in rows] for k in rows[0] if k not in (file_column, "audio")}
+    relative = [str(row[file_column]) for row in rows]
+    columns["audio"] = [str((base / p).resolve()) for p in relative]
+    columns["_rel_path"] = relative
+    return Dataset.from_dict(columns)
+
+
+def _audiofolder(root: Path, spec: CorpusSpec) -> Dataset:
+    """The 🤗 audiofolder convention: metadata files with `file_name`, else the parent folder is the label."""
+    if spec.split and (root / spec.split).is_dir():
+        root = root / spec.split
+    elif any((root / d).is_dir() for d in _SPLIT_DIRS):
+        found = sorted(d for d in _SPLIT_DIRS if (root / d).is_dir())
+        raise ValueError(f"Corpus {spec.name!r}: {root} has split folders {found} but no {spec.split!r}")
+    metadata = sorted(p for p in root.rglob("metadata.*") if p.suffix in (".csv", ".jsonl"))
+    if metadata:
+        rows_by_file = [(m, _read_csv(m) if m.suffix == ".csv" else _read_jsonl(m)) for m in metadata]
+        rows = []
+        for meta, meta_rows in rows_by_file:
+            for row in meta_rows:  # file_name is relative to its metadata file; ids relative to the root
+                row = dict(row)
+                row["file_name"] = os.path.relpath(meta.parent / row["file_name"], root)
+                rows.append(row)
+        if not rows or "file_name" not in rows[0]:
+            raise ValueError(f"Corpus {spec.name!r}: metadata files under {root} need a 'file_name' column")
+        return _rows_to_dataset(rows, "file_name", root)
+    files = sorted(
+        p for p in root.rglob("*")
+        if p.suffix.lower() in AUDIO_EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    if not files:
+        raise ValueError(f"Corpus {spec.name!r}: no audio files ({sorted(AUDIO_EXTENSIONS)}) under {root}")
+    rows = [{"file_name": str(p.relative_to(root))} for p in files]
+    if all(p.parent != root for p in files):
+        for row, p in zip(rows, files, strict=True):
+            row["label"] = p.parent.name
+    return _rows_to_dataset(rows, "file_name", root)
+
+
+# --- columns ------------------------------------------------------------------------------------------------------
+
+
+def _resolve_audio_column(dataset: Dataset, spec: CorpusSpec, kind: str) -> str:
+    if kind in ("csv", "jsonl", "audiofolder"):
+        return "audio"  # _rows_to_dataset put the resolved paths there
+    if spec.audio_column not in dataset.column_names:
+        raise ValueError(f"Corpus {spec.name!r} has no audio column {spec.audio_column!r}: {dataset.column_names}")
+    return spec.audio_column
+
+
+def _first_present(dataset: Dataset, names: tuple[str, ...], what: str, corpus: str) -> str:
+    found = next((n for n in names if n in dataset.column_names), None)
+    if found is None:
+        raise ValueError(
+            f"Corpus {corpus!r}: no {what} column among {dataset.column_names}; set CorpusSpec.{what}_column"
+        )
+    return found
+
+
+def _label_names(dataset: Dataset, label_column: str) -> Dataset:
+    """Hub corpora often store labels as a ClassLabel: map by the names, not by the ints."""
+    feature = dataset.features[label_column]
+    if not isinstance(feature, ClassLabel):
+        return dataset
+    names = feature.int2str(dataset.data.column(label_column).to_pylist())
+    return dataset.remove_columns(label_column).add_column(label_column, names)
+
+
+def _standard_columns(dataset: Dataset, spec: CorpusSpec, audio_column: str) -> Dataset:
+    """Keep audio + labels and add the `speaker`, `corpus` and `utt_id` strings."""
+    n = len(dataset)
+    columns = dataset.column_names
+    speaker_column = spec.speaker_column or next((c for c in _SPEAKER_COLUMNS if c in columns), None)
+    if speaker_column is not None and speaker_column not in columns:
+        raise ValueError(f"Corpus {spec.name!r} has no speaker column {speaker_column!r}: {columns}")
+    raw_speakers = dataset.data.column(speaker_column).to_pylist() if speaker_column else [None] * n
+    speakers = [f"{spec.name}:{s}" if s not in (None, "") else f"{spec.name}:unknown" for s in raw_speakers]
+
+    id_column = spec.utt_id_column or next((c for c in _UTT_ID_COLUMNS if c in columns), None)
+    if id_column is not None:
+        utt_ids = [str(u) for u in dataset.data.column(id_column).to_pylist()]
+    elif "_rel_path" in columns:
+        utt_ids = [os.path.splitext(p)[0] for p in dataset.data.column("_rel_path").to_pylist()]
+    else:
+        utt_ids = [f"{spec.name}-{i:06d}" for i in range(n)]
+
+    dataset = dataset.select_columns([audio_column, "labels"])
+    dataset = dataset.add_column("speaker", speakers).add_column("corpus", [spec.name] * n)
+    return dataset.add_column("utt_id", utt_ids)
+
+
+# --- decoding -----------------------------------------------------------------------------------------------------
+
+
+def _decode_batch(
+    batch: dict[str, Any], audio_column: str, sampling_rate: int, max_duration_s: float | None, skip: bool, corpus: str
+) -> dict[str, list]:
+    waves, errors = [], []
+    for audio, utt_id in zip(batch[audio_column], batch["utt_id"], strict=True):
+        try:
+            waves.append(load_audio(audio, sampling_rate, max_duration_s=max_duration_s))
+            errors.append("")
+        except AudioDecodeError as error:
+            if not skip:
+                raise AudioDecodeError(f"Corpus {corpus!r}, utterance {utt_id!r}: {error}") from error
+            waves.append(np.zeros(0, dtype=np.float32))
+            errors.append(str(error))
+    return {
+        "input_values": waves,
+        "labels": batch["labels"],
+        "speaker": batch["speaker"],
+        "corpus": batch["corpus"],
+        "utt_id": batch["utt_id"],
+        "audio_error": errors,
+    }
+
+
+def _cache_key(dataset: Dataset, audio_column: str, fn_kwargs: dict[str, Any]) -> str:
+    """Rows + decoding options + the audio files' sizes and mtimes: editing a file invalidates the cache."""
+    digest = hashlib.sha1(json.dumps(fn_kwargs, sort_keys=True).encode())
+    digest.update(dataset._fingerprint.encode())
+    if dataset.features[audio_column] == Value("string"):
+        for path in dataset.data.column(audio_column).to_pylist():
+            stat = os.stat(path) if os.path.exists(path) else None
+            digest.update(f"{path}\0{stat and (stat.st_size, stat.st_mtime_ns)}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
