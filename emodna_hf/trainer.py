@@ -81,7 +81,9 @@ class SourceTargetBatchSampler(Sampler[list[int]]):
     def __init__(self, num_source: int, num_target: int, batch_size: int, seed: int = 0, epoch_length: str = "max"):
         if num_source == 0 or num_target == 0:
             raise ValueError(f"Both corpora need rows: got {num_source} source and {num_target} target rows.")
-        self.num_source, self.num_target, self.batch_size, self.seed = num_source, num_target, batch_size, seed
+        self.num_source, self.num_target, self.rows_per_corpus, self.seed = num_source, num_target, batch_size, seed
+        # accelerate's BatchSamplerShard reads `batch_size` as the length of every full batch it shards.
+        self.batch_size = 2 * batch_size
         rows = {"max": max(num_source, num_target), "source": num_source, "target": num_target}[epoch_length]
         self.num_batches = max(1, math.ceil(rows / batch_size))
         self.epoch = 0
@@ -101,7 +103,9 @@ class SourceTargetBatchSampler(Sampler[list[int]]):
         source = self._stream(self.num_source, 0, generator)
         target = self._stream(self.num_target, self.num_source, generator)
         for _ in range(self.num_batches):
-            yield [next(source) for _ in range(self.batch_size)] + [next(target) for _ in range(self.batch_size)]
+            yield [next(source) for _ in range(self.rows_per_corpus)] + [
+                next(target) for _ in range(self.rows_per_corpus)
+            ]
 
 
 class UDATrainDataset(torch.utils.data.Dataset):
@@ -271,12 +275,14 @@ class EmoDnaTrainer(Trainer):
         if method != "emodna":
             return terms
 
-        pseudo_labels, selected = self._pseudo_labels(outputs.logits[target], progress)
+        # Pseudo-labels belong to class-level alignment: without it (ablation) no pseudo-label is used anywhere.
+        if config.use_class_alignment:
+            pseudo_labels, selected = self._pseudo_labels(outputs.logits[target], progress)
         if config.use_decoupling:
             # Positives share the emotion: source labels, plus confident target pseudo-labels once available.
             contrast_labels = labels.clone()
-            target_labels = torch.where(selected, pseudo_labels, torch.full_like(pseudo_labels, -100))
-            contrast_labels[target] = target_labels
+            if config.use_class_alignment:
+                contrast_labels[target] = torch.where(selected, pseudo_labels, torch.full_like(pseudo_labels, -100))
             terms["decoupling"] = (
                 self.decoupling_loss(outputs.emotion_projections, contrast_labels, outputs.corpus_projections),
                 config.decoupling_weight,

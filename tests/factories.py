@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from datasets import Dataset
 
 from emodna_hf import EmoDnaConfig
 
@@ -58,3 +59,16 @@ def tone(seconds: float = 1.0, frequency: float = 220.0, sampling_rate: int = 16
     t = np.arange(int(seconds * sampling_rate)) / sampling_rate
     wave = sum(np.sin(2 * np.pi * frequency * k * t) / k for k in range(1, 6))
     return (0.3 * wave + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
+
+
+def toy_corpus(corpus_id: int, n: int, shift: float, seed: int, with_labels: bool = True) -> Dataset:
+    """Tones whose pitch encodes the label; `shift` moves every pitch (a corpus difference)."""
+    rows = {"input_values": [], "corpus_id": [], "labels": []}
+    for i in range(n):
+        label = i % 4
+        rows["input_values"].append(tone(0.4, frequency=140 + 70 * label + shift, seed=seed * 1000 + i))
+        rows["corpus_id"].append(corpus_id)
+        rows["labels"].append(label)
+    if not with_labels:
+        del rows["labels"]
+    return Dataset.from_dict(rows)

@@ -1,0 +1,32 @@
+"""Train the tiny model on toy corpora and save the final weights; run under `accelerate launch` or plain python.
+
+Usage: accelerate_check.py OUTPUT_DIR GRADIENT_ACCUMULATION_STEPS METHOD
+"""
+
+import sys
+
+import torch
+from factories import tiny_config, toy_corpus
+from safetensors.torch import save_file
+
+from emodna_hf import EmoDnaForAudioClassification
+from emodna_hf.trainer import EmoDnaTrainer, EmoDnaTrainingArguments
+
+output_dir, accumulation, method = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+torch.manual_seed(0)
+# No dropout: processes draw different dropout masks than one process would, which is noise, not a bug.
+config = tiny_config(adaptation_method=method, encoder_dropout=0.0, tcn_dropout=0.0, pseudo_label_warmup=0.0,
+                     adaptive_threshold=False, fixed_threshold=0.3)
+model = EmoDnaForAudioClassification(config)
+args = EmoDnaTrainingArguments(
+    output_dir=output_dir, per_device_train_batch_size=4, gradient_accumulation_steps=accumulation, max_steps=4,
+    learning_rate=3e-3, logging_steps=1, report_to="none", use_cpu=True, save_strategy="no", seed=0,
+    disable_tqdm=True,
+)
+trainer = EmoDnaTrainer(model=model, args=args, train_dataset=toy_corpus(0, 24, 0.0, seed=1),
+                        target_dataset=toy_corpus(1, 16, 35.0, seed=2, with_labels=False))
+trainer.train()
+if trainer.accelerator.is_main_process:
+    save_file({k: v.contiguous() for k, v in trainer.model.state_dict().items()}, f"{output_dir}/final.safetensors")
+    print("WORLD_SIZE", trainer.accelerator.num_processes, "LOSSES",
+          [round(r["loss"], 5) for r in trainer.state.log_history if "loss" in r])
