@@ -32,7 +32,8 @@ def peak_frequency(wave: np.ndarray, rate: int) -> float:
 )
 def test_containers_rates_and_channels(tmp_path, fmt, rate, channels):
     left = sine(440.0, 1.0, rate)
-    # The right channel is silent: the mono mix must be the average (half the amplitude), not the first channel.
+    # The right channel is silent: the mono mix must be the average (half the amplitude), not the first
+    # channel.
     data = np.stack([left, np.zeros_like(left)], axis=1) if channels == 2 else left
     path = tmp_path / f"tone.{fmt}"
     sf.write(path, data, rate)

@@ -1,4 +1,4 @@
-"""Data layer: label harmonisation, audio decoding, corpus loading, synthetic corpora, UDA splits and batching."""
+"""Data layer: label harmonisation, audio decoding, corpus loading, synthetic corpora, UDA splits, batches."""
 
 from .assembly import UDAData, build_uda_data, split_source
 from .audio import AudioDecodeError, load_audio

@@ -51,10 +51,10 @@ def build_uda_data(
 ) -> UDAData:
     """Load every corpus with `load_corpus`, split each source corpus into train/eval, and prepare the target.
 
-    Each source corpus is split on its own, so every source corpus is represented in both source splits. Rows of
-    known speakers are split by speaker (`StratifiedGroupKFold`: no speaker on both sides, class balance kept as
-    far as whole speakers allow); rows of unknown speakers get a stratified random split. The eval share is
-    approximately `source_eval_fraction` (exactly one fold of `round(1 / fraction)` speaker folds).
+    Each source corpus is split on its own, so every source corpus is represented in both source splits.
+    Rows of known speakers are split by speaker (`StratifiedGroupKFold`: no speaker on both sides, class
+    balance kept as far as whole speakers allow); rows of unknown speakers get a stratified random split. The
+    eval share is approximately `source_eval_fraction` (one fold of `round(1 / fraction)` speaker folds).
     """
     if not 0.0 <= source_eval_fraction < 1.0:
         raise ValueError(f"source_eval_fraction must be in [0, 1), got {source_eval_fraction}")
@@ -63,8 +63,13 @@ def build_uda_data(
     corpus_names = [spec.name for spec in [*sources, target]]
     if len(set(corpus_names)) != len(corpus_names):
         raise ValueError(f"Corpus names must be unique, got {corpus_names}")
-    load = dict(scheme=scheme, sampling_rate=sampling_rate, max_duration_s=max_duration_s, cache_dir=cache_dir,
-                num_proc=num_proc)
+    load = dict(
+        scheme=scheme,
+        sampling_rate=sampling_rate,
+        max_duration_s=max_duration_s,
+        cache_dir=cache_dir,
+        num_proc=num_proc,
+    )
     reports: dict[str, dict] = {"split": {}}
     train_parts, eval_parts = [], []
     for corpus_id, spec in enumerate(sources):
@@ -107,7 +112,7 @@ def split_source(dataset: Dataset, eval_fraction: float, seed: int = 0) -> tuple
         n_speakers = len(set(groups))
         if n_speakers < 2:
             raise ValueError(
-                f"Corpus {corpus!r} has a single known speaker: a speaker-independent source split is impossible"
+                f"Corpus {corpus!r} has a single known speaker: no speaker-independent source split exists"
             )
         folds = min(n_speakers, max(2, round(1 / eval_fraction)))
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -117,13 +122,21 @@ def split_source(dataset: Dataset, eval_fraction: float, seed: int = 0) -> tuple
     if len(unknown_idx) >= 2:
         sub_labels = labels[unknown_idx]
         stratify = sub_labels if _stratifiable(sub_labels, eval_fraction) else None
-        _, held_out = train_test_split(unknown_idx, test_size=eval_fraction, random_state=seed, stratify=stratify)
+        _, held_out = train_test_split(
+            unknown_idx, test_size=eval_fraction, random_state=seed, stratify=stratify
+        )
         eval_idx += held_out.tolist()
-        method.append("stratified random (unknown speakers)" if stratify is not None else "random (unknown speakers)")
+        method.append(
+            "stratified random (unknown speakers)" if stratify is not None else "random (unknown speakers)"
+        )
     held = set(eval_idx)
     train_idx = [i for i in range(n) if i not in held]
     eval_idx = sorted(held)
-    return train_idx, eval_idx, {"method": " + ".join(method), "n_train": len(train_idx), "n_eval": len(eval_idx)}
+    return (
+        train_idx,
+        eval_idx,
+        {"method": " + ".join(method), "n_train": len(train_idx), "n_eval": len(eval_idx)},
+    )
 
 
 def _stratifiable(labels: np.ndarray, eval_fraction: float) -> bool:

@@ -35,13 +35,13 @@ def load_audio(
         source: a file path; encoded bytes; or a 🤗 audio dict: `{"path", "bytes"}` (an `Audio(decode=False)`
             value; bytes win when present) or `{"array", "sampling_rate"}` (already decoded).
         sampling_rate: the output rate; soxr's high-quality resampler converts to it.
-        max_duration_s: crop longer audio to this many seconds: the centre (deterministic, cache-friendly), or a
-            random window when `rng` is given (training-time augmentation).
+        max_duration_s: crop longer audio to this many seconds: the centre (deterministic, cache-friendly), or
+            a random window when `rng` is given (training-time augmentation).
         rng: the generator for random crops.
         name: how to name the audio in errors (defaults to the path).
 
-    Channels are averaged to mono. Raises `AudioDecodeError` naming the file for unreadable or zero-length audio
-    and for non-finite samples.
+    Channels are averaged to mono. Raises `AudioDecodeError` naming the file for unreadable or zero-length
+    audio and for non-finite samples.
     """
     label = name or _describe(source)
     if isinstance(source, Mapping) and source.get("array") is not None:
@@ -102,11 +102,15 @@ def _read(
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
         raise AudioDecodeError(f"{label}: cannot decode audio ({error})") from error
     if len(wave) == 0:
-        raise AudioDecodeError(f"{label}: audio is truncated (header promises {frames} frames, none readable)")
+        raise AudioDecodeError(
+            f"{label}: audio is truncated (header promises {frames} frames, none readable)"
+        )
     return wave.mean(axis=1), rate
 
 
-def _crop_window(length: int, rate: int, max_duration_s: float | None, rng: np.random.Generator | None) -> slice:
+def _crop_window(
+    length: int, rate: int, max_duration_s: float | None, rng: np.random.Generator | None
+) -> slice:
     if max_duration_s is None:
         return slice(0, length)
     # ceil: after resampling the window still covers max_duration_s, and the final trim makes it exact.

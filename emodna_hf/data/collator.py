@@ -1,4 +1,4 @@
-"""Batching of variable-length utterances (waveforms or cached backbone features) for the model and trainer."""
+"""Batching of variable-length utterances (waveforms or cached backbone features) for model and trainer."""
 
 from __future__ import annotations
 
@@ -13,15 +13,17 @@ import torch
 class UDADataCollator:
     """Pads examples into a batch of tensors.
 
-    - `input_values` (1-D waveforms) → `input_values` `(batch, samples)` zero-padded + `attention_mask` (long);
-    - or `input_features` (cached features `(frames, features)` or `(layers, frames, hidden)`) → `input_features`
-      padded along the frame axis + `feature_mask` `(batch, frames)` (bool);
+    - `input_values` (1-D waveforms) → `input_values` `(batch, samples)` zero-padded + `attention_mask`
+      (long);
+    - or `input_features` (cached features `(frames, features)` or `(layers, frames, hidden)`) →
+      `input_features` padded along the frame axis + `feature_mask` `(batch, frames)` (bool);
     - `labels` → long, `-100` for examples without one (key absent or None: unlabelled target rows);
     - `corpus_id` → `corpus_ids` (long), when present.
     Other columns (speaker, file names, ...) are not model inputs and are dropped.
 
     Args:
-        pad_to_multiple_of: round the padded length up to a multiple of this (stable shapes for compiled kernels).
+        pad_to_multiple_of: round the padded length up to a multiple of this (stable shapes for compiled
+            kernels).
     """
 
     pad_to_multiple_of: int | None = None

@@ -4,7 +4,8 @@ Two steps, so that a corpus map is written once and serves every scheme:
 
 1. a per-corpus map from raw label strings/codes to canonical emotion names (`CORPUS_LABEL_MAPS`);
 2. a per-scheme map from canonical emotions to class names (`SCHEME_MAPS`): the 4-class protocol keeps
-   angry/happy/neutral/sad; binary arousal and valence follow the cross-corpus table of Schuller et al. (2010).
+   angry/happy/neutral/sad; binary arousal and valence follow the cross-corpus table of Schuller et al.
+   (2010).
 
 See docs/labels.md for the tables, their sources and the choices made.
 """
@@ -26,22 +27,17 @@ SCHEMES: dict[str, tuple[str, ...]] = {
 # "other" and "unknown" (no annotator agreement, IEMOCAP xxx, MSP-Podcast X) are known labels that no scheme
 # places: they are dropped with a count rather than raising.
 CANONICAL_EMOTIONS = frozenset(
-    {
-        "angry", "happy", "neutral", "sad", "fear", "disgust", "surprise", "boredom", "calm", "contempt",
-        "excited", "frustrated", "other", "unknown",
-    }
+    "angry happy neutral sad fear disgust surprise boredom calm contempt excited frustrated other unknown".split()
 )
 
-# Schuller et al. (2010), Table 2 (EmoDB, eNTERFACE, ...); calm/excited/frustrated/contempt: see docs/labels.md.
-_AROUSAL = {
-    "angry": "high", "happy": "high", "fear": "high", "surprise": "high", "excited": "high", "frustrated": "high",
-    "neutral": "low", "sad": "low", "boredom": "low", "disgust": "low", "calm": "low",
-}
-_VALENCE = {
-    "happy": "positive", "neutral": "positive", "surprise": "positive", "calm": "positive", "excited": "positive",
-    "angry": "negative", "sad": "negative", "fear": "negative", "disgust": "negative", "boredom": "negative",
-    "frustrated": "negative", "contempt": "negative",
-}
+# Schuller et al. (2010), Table 2 (EmoDB, eNTERFACE, ...); calm/excited/frustrated/contempt: see
+# docs/labels.md. Emotions absent from a table (contempt for arousal, other/unknown) have no class there.
+_HIGH_AROUSAL = "angry happy fear surprise excited frustrated"
+_LOW_AROUSAL = "neutral sad boredom disgust calm"
+_POSITIVE = "happy neutral surprise calm excited"
+_NEGATIVE = "angry sad fear disgust boredom frustrated contempt"
+_AROUSAL = dict.fromkeys(_HIGH_AROUSAL.split(), "high") | dict.fromkeys(_LOW_AROUSAL.split(), "low")
+_VALENCE = dict.fromkeys(_POSITIVE.split(), "positive") | dict.fromkeys(_NEGATIVE.split(), "negative")
 SCHEME_MAPS: dict[str, dict[str, str]] = {
     "categorical4": {e: e for e in SCHEMES["categorical4"]},
     "arousal": _AROUSAL,
@@ -55,11 +51,12 @@ def _codes(pairs: str) -> dict[str, str]:
 
 
 def iemocap_label_map(merge_excited: bool = True) -> dict[str, str]:
-    """IEMOCAP's categorical labels; `merge_excited` folds excitement into happiness (the usual 4-class setup)."""
+    """IEMOCAP's categorical labels; `merge_excited` folds excitement into happiness (the usual 4 classes)."""
     mapping = _codes(
-        "ang=angry hap=happy exc=excited sad=sad neu=neutral fru=frustrated sur=surprise fea=fear dis=disgust "
-        "oth=other xxx=unknown anger=angry happiness=happy excited=excited excitement=excited sadness=sad "
-        "frustration=frustrated frustrated=frustrated surprised=surprise fearful=fear disgusted=disgust"
+        "ang=angry hap=happy exc=excited sad=sad neu=neutral fru=frustrated sur=surprise fea=fear "
+        "dis=disgust oth=other xxx=unknown anger=angry happiness=happy excited=excited excitement=excited "
+        "sadness=sad frustration=frustrated frustrated=frustrated surprised=surprise fearful=fear "
+        "disgusted=disgust"
     )
     if merge_excited:
         mapping.update(exc="happy", excited="happy", excitement="happy")
@@ -80,11 +77,13 @@ CORPUS_LABEL_MAPS: dict[str, dict[str, str]] = {
     "ravdess": _codes(
         "01=neutral 02=calm 03=happy 04=sad 05=angry 06=fear 07=disgust 08=surprise "
         "1=neutral 2=calm 3=happy 4=sad 5=angry 6=fear 7=disgust 8=surprise "
-        "neutral=neutral calm=calm happy=happy sad=sad angry=angry fearful=fear disgust=disgust surprised=surprise"
+        "neutral=neutral calm=calm happy=happy sad=sad angry=angry fearful=fear disgust=disgust "
+        "surprised=surprise"
     ),
     # Cao et al. (2014): the 3rd field of the file name.
     "crema-d": _codes(
-        "ANG=angry DIS=disgust FEA=fear HAP=happy NEU=neutral SAD=sad anger=angry fearful=fear happiness=happy"
+        "ANG=angry DIS=disgust FEA=fear HAP=happy NEU=neutral SAD=sad anger=angry fearful=fear "
+        "happiness=happy"
     )
     | _NAMES,
     # Martin et al. (2006): file-name codes and folder names.
@@ -100,7 +99,8 @@ CORPUS_LABEL_MAPS: dict[str, dict[str, str]] = {
     "tess": _codes("ps=surprise pleasant_surprise=surprise pleasant_surprised=surprise") | _NAMES,
     # Costantini et al. (2014): file-name prefixes and the Italian names.
     "emovo": _codes(
-        "rab=angry dis=disgust gio=happy neu=neutral pau=fear sor=surprise tri=sad rabbia=angry disgusto=disgust "
+        "rab=angry dis=disgust gio=happy neu=neutral pau=fear sor=surprise tri=sad rabbia=angry "
+        "disgusto=disgust "
         "gioia=happy neutro=neutral paura=fear sorpresa=surprise tristezza=sad"
     ),
     # Lotfian & Busso (2019): EmoClass codes of the consensus label (X = no agreement).
@@ -121,8 +121,11 @@ def _normalise_name(corpus: str) -> str:
 
 
 def get_label_map(corpus: str) -> dict[str, str]:
-    """The built-in raw-label -> canonical-emotion map of a corpus (name matching ignores case and punctuation;
-    'synth-a', 'synth-b', ... use the 'synthetic' map)."""
+    """The built-in raw-label -> canonical-emotion map of a corpus.
+
+    Name matching ignores case and punctuation ("CREMA-D" = "cremad"); 'synth-a', 'synth-b', ... use the
+    'synthetic' map.
+    """
     key = _normalise_name(corpus)
     key = "synthetic" if key.startswith("synth") else key
     for name in CORPUS_LABEL_MAPS:
@@ -136,7 +139,7 @@ def get_label_map(corpus: str) -> dict[str, str]:
 
 
 def _key(raw: object) -> str | None:
-    """Lookup key of a raw label: case- and whitespace-insensitive; ints become strings; missing values None."""
+    """Lookup key of a raw label: case- and whitespace-insensitive; ints become strings; missing is None."""
     if raw is None or (isinstance(raw, float) and raw != raw):  # NaN from pandas-made CSVs
         return None
     return str(raw).strip().casefold()
@@ -154,7 +157,7 @@ def harmonize_labels(
     """Give `dataset` an int `labels` column (a `ClassLabel` with the scheme's names) from its raw labels.
 
     Args:
-        corpus: the corpus name; selects the built-in map (see `get_label_map`) and names the corpus in errors.
+        corpus: the corpus name; selects the built-in map (see `get_label_map`) and is named in errors.
         label_column: the column with the raw labels (strings or ints, matched case-insensitively).
         scheme: one of `SCHEMES`.
         label_map: raw label -> canonical emotion (or directly a class name of `scheme`, or None = drop). Its
@@ -166,8 +169,8 @@ def harmonize_labels(
 
     Returns:
         The filtered dataset with `labels` (an existing `labels` column is replaced) and a report:
-        `{"corpus", "scheme", "label_column", "n_in", "n_out", "dropped": {raw: count}, "classes": {class: count},
-        "mapping": {raw: class or None}}`.
+        `{"corpus", "scheme", "label_column", "n_in", "n_out", "dropped": {raw: count},
+        "classes": {class: count}, "mapping": {raw: class or None}}`.
 
     Raises:
         ValueError: naming the corpus, the column and every raw value that is neither mapped nor droppable.
@@ -175,7 +178,9 @@ def harmonize_labels(
     if scheme not in SCHEMES:
         raise ValueError(f"Unknown label scheme {scheme!r}; choose one of {sorted(SCHEMES)}")
     if label_column not in dataset.column_names:
-        raise ValueError(f"Corpus {corpus!r} has no label column {label_column!r}; columns: {dataset.column_names}")
+        raise ValueError(
+            f"Corpus {corpus!r} has no label column {label_column!r}; columns: {dataset.column_names}"
+        )
     names = SCHEMES[scheme]
     mapping: dict[str | None, str | None] = {}
     try:
@@ -192,19 +197,19 @@ def harmonize_labels(
     if unknown:
         raise ValueError(
             f"Corpus {corpus!r}, column {label_column!r}: unknown raw label(s) {unknown} "
-            f"({sum(counts[r] for r in unknown)} rows). Add them to label_map (value None drops them) or list "
-            f"them in drop_unmapped."
+            f"({sum(counts[r] for r in unknown)} rows). Add them to label_map (value None drops them) or "
+            f"list them in drop_unmapped."
         )
     resolved = {raw: _to_class(mapping.get(_key(raw)), scheme, corpus) for raw in counts}
     # Rows mapped to None on purpose (label_map value None) or declared droppable never raise.
+    explicit_drop = {k for k, v in mapping.items() if v is None} | declared
     unplaced = sorted(
-        (r for r, c in resolved.items() if c is None and mapping.get(_key(r), "") is not None and _key(r) not in declared),
-        key=repr,
+        (r for r, c in resolved.items() if c is None and _key(r) not in explicit_drop), key=repr
     )
     if unplaced and drop_unmapped is False:
         raise ValueError(
-            f"Corpus {corpus!r}, column {label_column!r}: label(s) {unplaced} have no class in scheme {scheme!r} "
-            f"({sum(counts[r] for r in unplaced)} rows) and drop_unmapped=False."
+            f"Corpus {corpus!r}, column {label_column!r}: label(s) {unplaced} have no class in scheme "
+            f"{scheme!r} ({sum(counts[r] for r in unplaced)} rows) and drop_unmapped=False."
         )
     class_id = {name: i for i, name in enumerate(names)}
     keep, labels = [], []

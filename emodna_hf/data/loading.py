@@ -1,8 +1,8 @@
 """Load one emotional-speech corpus from any source into the common layout the models and trainer read.
 
 Output columns: `input_values` (float32 mono waveform at the requested rate, variable length), `labels`
-(`ClassLabel` of the scheme), `speaker` (`"<corpus>:<id>"`, `"<corpus>:unknown"` when not known), `corpus` (the
-corpus name) and `utt_id`.
+(`ClassLabel` of the scheme), `speaker` (`"<corpus>:<id>"`, `"<corpus>:unknown"` when not known), `corpus`
+(the corpus name) and `utt_id`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from .audio import AudioDecodeError, load_audio
 from .labels import SCHEMES, harmonize_labels
 from .synthetic import make_synthetic_corpus
 
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".oga", ".aif", ".aiff", ".au", ".w64", ".caf"})
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".flac", ".mp3", ".ogg", ".oga", ".aif", ".aiff", ".au", ".w64", ".caf"}
+)
 _SPLIT_DIRS = frozenset({"train", "test", "validation", "valid", "dev", "eval"})
 # Tried in order when a CorpusSpec leaves the column unnamed.
 _LABEL_COLUMNS = ("emotion", "label", "labels", "emotion_label", "category")
@@ -47,17 +49,17 @@ class CorpusSpec:
     """Where a corpus is and how to read it.
 
     Attributes:
-        name: the corpus name: the `corpus` column, the speaker prefix, and (unless `label_map_name` is set) the
-            built-in label map it uses (see `emodna_hf.data.labels.get_label_map`).
+        name: the corpus name: the `corpus` column, the speaker prefix, and (unless `label_map_name` is set)
+            the built-in label map it uses (see `emodna_hf.data.labels.get_label_map`).
         source: one of
             - a `datasets.Dataset` (in memory);
             - `"synthetic:<preset>"` (see `emodna_hf.data.synthetic.PRESETS`; `load_kwargs` go to
               `make_synthetic_corpus`, e.g. `{"seed": 1}`);
             - a CSV (`.csv`, `.tsv`) or JSON-lines (`.jsonl`) manifest with a file column (`audio_column`, or
               `file_name`/`path`/...) whose relative paths are relative to the manifest's folder;
-            - a folder in the 🤗 audiofolder layout: audio files with the label as the parent folder's name, or
-              `metadata.csv`/`metadata.jsonl` files with a `file_name` column; a `<split>/` subfolder is used when
-              it exists;
+            - a folder in the 🤗 audiofolder layout: audio files with the label as the parent folder's name,
+              or `metadata.csv`/`metadata.jsonl` files with a `file_name` column; a `<split>/` subfolder is
+              used when it exists;
             - a folder written by `Dataset.save_to_disk`, or a `.parquet` file;
             - otherwise a Hub dataset id, read with `datasets.load_dataset(source, config_name, split=split,
               **load_kwargs)`.
@@ -115,8 +117,8 @@ def load_corpus(
     """Load, harmonise and decode one corpus.
 
     Decoding runs in `Dataset.map(batched=True)` (with a progress bar). Hub datasets cache the result in the 🤗
-    datasets cache as usual; for other sources pass `cache_dir` to cache it there (keyed by the source rows, the
-    files' sizes and modification times, and the decoding options).
+    datasets cache as usual; for other sources pass `cache_dir` to cache it there (keyed by the source rows,
+    the files' sizes and modification times, and the decoding options).
 
     Args:
         scheme: the label scheme (`emodna_hf.data.labels.SCHEMES`).
@@ -126,14 +128,16 @@ def load_corpus(
         num_proc: worker processes for decoding.
 
     Returns:
-        The dataset (columns `input_values`, `labels`, `speaker`, `corpus`, `utt_id`) and a report with the label
-        harmonisation report (`labels`), skipped audio (`bad_audio`: `{utt_id: reason}`) and counts.
+        The dataset (columns `input_values`, `labels`, `speaker`, `corpus`, `utt_id`) and a report with the
+        label harmonisation report (`labels`), skipped audio (`bad_audio`: `{utt_id: reason}`) and counts.
     """
     if spec.on_bad_audio not in ("raise", "skip"):
         raise ValueError(f"on_bad_audio must be 'raise' or 'skip', got {spec.on_bad_audio!r}")
     raw, kind = _open_source(spec)
     audio_column = _resolve_audio_column(raw, spec, kind)
-    if isinstance(raw.features[audio_column], Audio):  # decoding would need torchcodec: read the bytes ourselves
+    if isinstance(
+        raw.features[audio_column], Audio
+    ):  # decoding would need torchcodec: read the bytes ourselves
         raw = raw.cast_column(audio_column, Audio(decode=False))
     label_column = spec.label_column or _first_present(raw, _LABEL_COLUMNS, "label", spec.name)
     raw = _label_names(raw, label_column)
@@ -159,7 +163,9 @@ def load_corpus(
     cache_file = None
     if cache_dir is not None and not dataset.cache_files:
         os.makedirs(cache_dir, exist_ok=True)
-        cache_file = os.path.join(cache_dir, f"{_safe(spec.name)}-{_cache_key(dataset, audio_column, fn_kwargs)}.arrow")
+        cache_file = os.path.join(
+            cache_dir, f"{_safe(spec.name)}-{_cache_key(dataset, audio_column, fn_kwargs)}.arrow"
+        )
     decoded = dataset.with_format("numpy").map(
         _decode_batch,
         batched=True,
@@ -192,7 +198,7 @@ def load_corpus(
     return decoded, report
 
 
-# --- sources ------------------------------------------------------------------------------------------------------
+# --- sources ------------------------------------------------------------------------------------------------
 
 
 def _open_source(spec: CorpusSpec) -> tuple[Dataset, str]:
@@ -214,7 +220,9 @@ def _open_source(spec: CorpusSpec) -> tuple[Dataset, str]:
             return _manifest(path, _read_jsonl(path), spec), "jsonl"
         if suffix == ".parquet":
             return Dataset.from_parquet(str(path)), "parquet"
-        raise ValueError(f"Corpus {spec.name!r}: cannot read {path} (expected .csv, .tsv, .jsonl or .parquet)")
+        raise ValueError(
+            f"Corpus {spec.name!r}: cannot read {path} (expected .csv, .tsv, .jsonl or .parquet)"
+        )
     if path.is_dir():
         if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
             loaded = load_from_disk(str(path))
@@ -222,7 +230,9 @@ def _open_source(spec: CorpusSpec) -> tuple[Dataset, str]:
         return _audiofolder(path, spec), "audiofolder"
     loaded = load_dataset(text, spec.config_name, split=spec.split, **spec.load_kwargs)
     if not isinstance(loaded, Dataset):
-        raise ValueError(f"Corpus {spec.name!r}: load_dataset({text!r}) returned {type(loaded).__name__}; set split")
+        raise ValueError(
+            f"Corpus {spec.name!r}: load_dataset({text!r}) returned {type(loaded).__name__}; set split"
+        )
     return loaded, "hub"
 
 
@@ -282,8 +292,10 @@ def _audiofolder(root: Path, spec: CorpusSpec) -> Dataset:
             raise ValueError(f"Corpus {spec.name!r}: metadata files under {root} need a 'file_name' column")
         return _rows_to_dataset(rows, "file_name", root)
     files = sorted(
-        p for p in root.rglob("*")
-        if p.suffix.lower() in AUDIO_EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in AUDIO_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
     if not files:
         raise ValueError(f"Corpus {spec.name!r}: no audio files ({sorted(AUDIO_EXTENSIONS)}) under {root}")
@@ -294,14 +306,16 @@ def _audiofolder(root: Path, spec: CorpusSpec) -> Dataset:
     return _rows_to_dataset(rows, "file_name", root)
 
 
-# --- columns ------------------------------------------------------------------------------------------------------
+# --- columns ------------------------------------------------------------------------------------------------
 
 
 def _resolve_audio_column(dataset: Dataset, spec: CorpusSpec, kind: str) -> str:
     if kind in ("csv", "jsonl", "audiofolder"):
         return "audio"  # _rows_to_dataset put the resolved paths there
     if spec.audio_column not in dataset.column_names:
-        raise ValueError(f"Corpus {spec.name!r} has no audio column {spec.audio_column!r}: {dataset.column_names}")
+        raise ValueError(
+            f"Corpus {spec.name!r} has no audio column {spec.audio_column!r}: {dataset.column_names}"
+        )
     return spec.audio_column
 
 
@@ -346,11 +360,16 @@ def _standard_columns(dataset: Dataset, spec: CorpusSpec, audio_column: str) -> 
     return dataset.add_column("utt_id", utt_ids)
 
 
-# --- decoding -----------------------------------------------------------------------------------------------------
+# --- decoding -----------------------------------------------------------------------------------------------
 
 
 def _decode_batch(
-    batch: dict[str, Any], audio_column: str, sampling_rate: int, max_duration_s: float | None, skip: bool, corpus: str
+    batch: dict[str, Any],
+    audio_column: str,
+    sampling_rate: int,
+    max_duration_s: float | None,
+    skip: bool,
+    corpus: str,
 ) -> dict[str, list]:
     waves, errors = [], []
     for audio, utt_id in zip(batch[audio_column], batch["utt_id"], strict=True):

@@ -1,11 +1,11 @@
 """Deterministic synthetic emotional-speech corpora with realistic cross-corpus shift.
 
 Every utterance is made by source-filter synthesis: a glottal pulse train at a time-varying f0 (with jitter,
-shimmer and aspiration noise, spectrally tilted by a voice-quality low-pass) is cut into syllables, each syllable's
-vowel passes through a cascade of formant resonators scaled by the speaker's vocal-tract length, and noise bursts
-stand in for consonants. Emotions change what acted emotions change (Banse & Scherer 1996; Juslin & Laukka 2003):
-f0 level, range and contour slope, syllable rate, loudness and stress dynamics, spectral tilt, breathiness and
-jitter, and formant positions (mouth opening, smiling).
+shimmer and aspiration noise, spectrally tilted by a voice-quality low-pass) is cut into syllables, each
+syllable's vowel passes through a cascade of formant resonators scaled by the speaker's vocal-tract length,
+and noise bursts stand in for consonants. Emotions change what acted emotions change (Banse & Scherer 1996;
+Juslin & Laukka 2003): f0 level, range and contour slope, syllable rate, loudness and stress dynamics,
+spectral tilt, breathiness and jitter, and formant positions (mouth opening, smiling).
 
 Corpora (presets) differ as real ones do: speaker population (pitch and vocal-tract length), speaking rate,
 expressiveness, room (synthetic exponential-decay reverberation), additive noise, channel (telephone band,
@@ -29,13 +29,21 @@ from scipy import signal
 EMOTIONS = ("angry", "happy", "neutral", "sad")
 
 _FS = 16000  # internal synthesis rate; the corpus rate is reached by resampling after the room, before noise
-_REF_RMS = 0.05  # speech level of a neutral utterance; noise levels are set against it, so loud emotions get a better SNR
+# Speech level of a neutral utterance; noise levels are set against it, so loud emotions get a better SNR.
+_REF_RMS = 0.05
 
 # Peterson & Barney (1952) adult-male averages: F1, F2, F3 (Hz); F4 and F5 are kept fixed-ish per speaker.
 _PINK_B = [0.049922035, -0.095993537, 0.050612699, -0.004408786]
 _PINK_A = [1.0, -2.494956002, 2.017265875, -0.522189400]
 _VOWELS = np.array(
-    [[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [570, 840, 2410], [660, 1720, 2410]],
+    [
+        [730, 1090, 2440],
+        [270, 2290, 3010],
+        [300, 870, 2240],
+        [530, 1840, 2480],
+        [570, 840, 2410],
+        [660, 1720, 2410],
+    ],
     dtype=float,
 )
 
@@ -90,23 +98,56 @@ class SyntheticPreset:
 PRESETS: dict[str, SyntheticPreset] = {
     # Studio-acted, balanced sexes, strongly expressive, clean, 16 kHz (EmoDB-like).
     "synth-a": SyntheticPreset(
-        name="synth-a", labels=("angry", "happy", "neutral", "sad"), sampling_rate=16000, n_speakers=10,
-        n_per_class_per_speaker=10, female_fraction=0.5, male_f0=(115.0, 12.0), female_f0=(205.0, 18.0),
-        vtl_scale=(0.97, 1.03), syllable_rate=4.5, expressiveness=1.0, snr_db=30.0, noise="white",
+        name="synth-a",
+        labels=("angry", "happy", "neutral", "sad"),
+        sampling_rate=16000,
+        n_speakers=10,
+        n_per_class_per_speaker=10,
+        female_fraction=0.5,
+        male_f0=(115.0, 12.0),
+        female_f0=(205.0, 18.0),
+        vtl_scale=(0.97, 1.03),
+        syllable_rate=4.5,
+        expressiveness=1.0,
+        snr_db=30.0,
+        noise="white",
     ),
-    # Telephone, mostly high-pitched speakers, faster and less expressive, line noise, 8 kHz (call-centre-like).
+    # Telephone, mostly high-pitched speakers, faster and less expressive, line noise, 8 kHz
+    # (call-centre-like).
     "synth-b": SyntheticPreset(
-        name="synth-b", labels=("ANG", "HAP", "NEU", "SAD"), sampling_rate=8000, n_speakers=8,
-        n_per_class_per_speaker=12, female_fraction=0.875, male_f0=(135.0, 12.0), female_f0=(235.0, 20.0),
-        vtl_scale=(1.02, 1.1), syllable_rate=5.3, expressiveness=0.8, snr_db=25.0, noise="pink",
+        name="synth-b",
+        labels=("ANG", "HAP", "NEU", "SAD"),
+        sampling_rate=8000,
+        n_speakers=8,
+        n_per_class_per_speaker=12,
+        female_fraction=0.875,
+        male_f0=(135.0, 12.0),
+        female_f0=(235.0, 20.0),
+        vtl_scale=(1.02, 1.1),
+        syllable_rate=5.3,
+        expressiveness=0.8,
+        snr_db=25.0,
+        noise="pink",
         band_hz=(300.0, 3400.0),
     ),
     # Far-field in a reverberant room, mostly low-pitched speakers, slower, babble, dull microphone, 44.1 kHz.
     "synth-c": SyntheticPreset(
-        name="synth-c", labels=("A", "H", "N", "S"), sampling_rate=44100, n_speakers=10,
-        n_per_class_per_speaker=10, female_fraction=0.2, male_f0=(100.0, 10.0), female_f0=(190.0, 15.0),
-        vtl_scale=(0.92, 0.99), syllable_rate=3.9, expressiveness=0.9, snr_db=15.0, noise="babble",
-        rt60_s=0.6, drr_db=0.0, tilt_db_per_octave=-3.0,
+        name="synth-c",
+        labels=("A", "H", "N", "S"),
+        sampling_rate=44100,
+        n_speakers=10,
+        n_per_class_per_speaker=10,
+        female_fraction=0.2,
+        male_f0=(100.0, 10.0),
+        female_f0=(190.0, 15.0),
+        vtl_scale=(0.92, 0.99),
+        syllable_rate=3.9,
+        expressiveness=0.9,
+        snr_db=15.0,
+        noise="babble",
+        rt60_s=0.6,
+        drr_db=0.0,
+        tilt_db_per_octave=-3.0,
     ),
 }
 
@@ -142,9 +183,9 @@ def make_synthetic_corpus(
 ) -> Dataset:
     """Generate a synthetic corpus as a `datasets.Dataset`.
 
-    Columns: `audio` ({"array": float32 mono, "sampling_rate": int}), `emotion` (the preset's raw label strings,
-    see `PRESETS[...].labels`), `speaker` ("spk00", ...; `load_corpus` prefixes the corpus name) and `utt_id`
-    (unique across presets). The same preset, seed and sizes
+    Columns: `audio` ({"array": float32 mono, "sampling_rate": int}), `emotion` (the preset's raw label
+    strings, see `PRESETS[...].labels`), `speaker` ("spk00", ...; `load_corpus` prefixes the corpus name)
+    and `utt_id` (unique across presets). The same preset, seed and sizes
     always give identical arrays; every utterance has its own random stream, so changing the sizes keeps the
     utterances that both sizes share.
     """
@@ -180,7 +221,8 @@ def make_synthetic_corpus(
         names=["array", "sampling_rate"],
     )
     table = pa.table({"audio": audio, "emotion": emotions, "speaker": speakers, "utt_id": utt_ids})
-    # The content is a function of this generator's code, the preset and the seed; fingerprinting that instead of
+    # The content is a function of this generator's code, the preset and the seed; fingerprinting that instead
+    # of
     # hashing every sample keeps `Dataset.map` caching correct and skips a slow pass over the audio.
     fingerprint = f"{_SOURCE_CRC:08x}{zlib.crc32(repr((preset, seed)).encode()):08x}"
     return Dataset(table.cast(_FEATURES.arrow_schema), fingerprint=fingerprint)
@@ -206,12 +248,14 @@ def _make_speaker(preset: SyntheticPreset, rng: np.random.Generator) -> _Speaker
 
 
 def _scaled(profile: EmotionProfile, amount: float) -> EmotionProfile:
-    """Move a profile towards neutral: additive fields scale linearly, multiplicative ones in the log domain."""
+    """Move a profile towards neutral: additive fields scale linearly, multiplicative ones in log domain."""
     neutral = EMOTION_PROFILES["neutral"]
     values = {}
     for field in dataclasses.fields(EmotionProfile):
         v, n = getattr(profile, field.name), getattr(neutral, field.name)
-        values[field.name] = n + amount * (v - n) if field.name in ("f0_st", "slope_st", "gain_db") else v**amount
+        values[field.name] = (
+            n + amount * (v - n) if field.name in ("f0_st", "slope_st", "gain_db") else v**amount
+        )
     return EmotionProfile(**values)
 
 
@@ -244,7 +288,8 @@ def _speech(spk: _Speaker, emo: EmotionProfile, rng: np.random.Generator) -> tup
     total = max(1.0, starts[-1] + syl_dur[-1] + rng.uniform(0.05, 0.1))
     n = int(total * _FS)
 
-    # f0 contour in semitones at a 5 ms control rate: level + slope + pitch accents on stressed syllables + drift.
+    # f0 contour in semitones at a 5 ms control rate: level + slope + pitch accents on stressed syllables +
+    # drift.
     tc = np.arange(0.0, total + 0.005, 0.005)
     centers = starts + 0.6 * syl_dur
     stressed = rng.random(len(starts)) < 0.3
@@ -256,14 +301,16 @@ def _speech(spk: _Speaker, emo: EmotionProfile, rng: np.random.Generator) -> tup
     st = emo.f0_st + rng.normal(0.0, 0.7) + emo.slope_st * (tc - total / 2) + emo.f0_range * (accents + drift)
     # Jitter: a period-to-period frequency perturbation, held for one control step (about one period).
     st += 12 * np.log2(1 + spk.jitter * emo.jitter * rng.normal(size=len(tc)))
-    # Glottal phase (in periods) integrated at the control rate, then interpolated: piecewise-constant f0 per step.
+    # Glottal phase (in periods) integrated at the control rate, then interpolated: piecewise-constant f0 per
+    # step.
     phase_c = np.concatenate([[0.0], np.cumsum(spk.f0 * 2 ** (st[:-1] / 12) * 0.005)])
     phase = np.interp(np.arange(n) / _FS, tc, phase_c)
     pulse_at = np.flatnonzero(np.diff(np.floor(phase), prepend=0.0) > 0)
     source = np.zeros(n)
     source[pulse_at] = 1 + 0.08 * emo.jitter * rng.normal(size=len(pulse_at))  # shimmer
 
-    # Voice quality: a two-pole low-pass sets the source's spectral tilt, a first difference models lip radiation.
+    # Voice quality: a two-pole low-pass sets the source's spectral tilt, a first difference models lip
+    # radiation.
     a = np.exp(-2 * np.pi * spk.tilt_hz * emo.tilt / _FS)
     source = signal.lfilter([(1 - a) ** 2], [1, -2 * a, a * a], source)
     source = np.diff(source, prepend=0.0)
@@ -306,7 +353,8 @@ def _noise_slice(bank: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarr
 
 
 # Noise sources computed once (fixed seed) and sliced at random offsets: drawing and filtering fresh noise for
-# every syllable dominated the generation time. Aspiration is differentiated white noise (high-frequency tilted);
+# every syllable dominated the generation time. Aspiration is differentiated white noise (high-frequency
+# tilted);
 # consonants are band-passed noise with centres from 2.5 to 6 kHz.
 _BANK_RNG = np.random.default_rng(20240601)
 _ASPIRATION = np.diff(_BANK_RNG.standard_normal(4 * _FS + 1))
