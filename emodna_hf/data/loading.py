@@ -378,7 +378,7 @@ def _decode_batch(
             errors.append("")
         except AudioDecodeError as error:
             if not skip:
-                raise AudioDecodeError(f"Corpus {corpus!r}, utterance {utt_id!r}: {error}") from error
+                raise AudioDecodeError(f"Corpus {corpus!r}, utterance {str(utt_id)!r}: {error}") from error
             waves.append(np.zeros(0, dtype=np.float32))
             errors.append(str(error))
     return {

@@ -1,0 +1,87 @@
+"""build_uda_data: speaker-independent source splits, label-free target training split, corpus ids."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datasets import ClassLabel, Dataset
+
+from emodna_hf.data import CorpusSpec, UDADataCollator, build_uda_data, split_source
+
+SMALL = {"n_per_class_per_speaker": 2}
+
+
+@pytest.fixture(scope="module")
+def uda():
+    sources = [
+        CorpusSpec("synth-a", "synthetic:synth-a", load_kwargs=SMALL),
+        CorpusSpec("synth-c", "synthetic:synth-c", load_kwargs=SMALL),
+    ]
+    target = CorpusSpec("synth-b", "synthetic:synth-b", load_kwargs=SMALL)
+    return build_uda_data(sources, target, max_duration_s=1.5, source_eval_fraction=0.2, seed=0)
+
+
+def test_source_split_is_speaker_independent_and_covers_every_source(uda):
+    train_speakers, eval_speakers = set(uda.source_train["speaker"]), set(uda.source_eval["speaker"])
+    assert train_speakers and eval_speakers and not train_speakers & eval_speakers
+    for corpus_id, name in enumerate(uda.corpus_names[:2]):
+        train_ids = [c for c in uda.source_train["corpus_id"] if c == corpus_id]
+        eval_ids = [c for c in uda.source_eval["corpus_id"] if c == corpus_id]
+        assert train_ids and eval_ids, name
+        assert 0.1 <= len(eval_ids) / (len(eval_ids) + len(train_ids)) <= 0.3
+    assert set(uda.source_train["corpus"]) == {"synth-a", "synth-c"}
+    assert len(uda.source_train) + len(uda.source_eval) == 10 * 8 + 10 * 8
+
+
+def test_target_train_has_no_labels_and_target_eval_is_the_whole_target(uda):
+    assert "labels" not in uda.target_train.column_names
+    assert set(uda.target_eval.column_names) - set(uda.target_train.column_names) == {"labels"}
+    assert uda.target_eval["utt_id"][:] == uda.target_train["utt_id"][:]
+    assert len(uda.target_eval) == 8 * 4 * 2
+    assert set(uda.target_train["corpus_id"]) == set(uda.target_eval["corpus_id"]) == {2}
+    assert uda.corpus_names == ["synth-a", "synth-c", "synth-b"]
+    assert uda.label_names == ["angry", "happy", "neutral", "sad"]
+    for split in (uda.source_train, uda.source_eval, uda.target_eval):
+        assert split.features["labels"] == ClassLabel(names=uda.label_names)
+    # The trainer's collator turns a mixed batch into labelled source rows and -100 target rows.
+    batch = UDADataCollator()([uda.source_train[0], uda.target_train[0]])
+    assert batch["labels"][1] == -100 and batch["corpus_ids"].tolist() == [
+        uda.source_train[0]["corpus_id"],
+        2,
+    ]
+    assert batch["input_values"].shape[1] <= 24000
+
+
+def test_unknown_speakers_get_a_stratified_random_split():
+    labels = [0, 1, 2, 3] * 10
+    dataset = Dataset.from_dict({"labels": labels, "speaker": ["x:unknown"] * 40, "corpus": ["x"] * 40})
+    train, held, report = split_source(dataset, 0.25, seed=1)
+    assert len(held) == 10 and sorted(train + held) == list(range(40))
+    assert set(np.bincount(np.asarray(labels)[held], minlength=4).tolist()) <= {
+        2,
+        3,
+    }  # 10 rows over 4 classes
+    assert report["method"].startswith("stratified random")
+
+
+def test_known_and_unknown_speakers_mixed():
+    speakers = [f"x:s{i % 5}" for i in range(40)] + ["x:unknown"] * 20
+    labels = [i % 4 for i in range(60)]
+    dataset = Dataset.from_dict({"labels": labels, "speaker": speakers, "corpus": ["x"] * 60})
+    train, held, report = split_source(dataset, 0.2, seed=0)
+    known_train = {speakers[i] for i in train} - {"x:unknown"}
+    known_held = {speakers[i] for i in held} - {"x:unknown"}
+    assert known_held and not known_train & known_held
+    assert "speaker-independent" in report["method"] and "unknown speakers" in report["method"]
+    assert split_source(dataset, 0.0)[1] == []
+
+
+def test_invalid_setups_raise():
+    one = Dataset.from_dict({"labels": [0, 1], "speaker": ["x:s1"] * 2, "corpus": ["x"] * 2})
+    with pytest.raises(ValueError, match="single known speaker"):
+        split_source(one, 0.2)
+    spec = CorpusSpec("synth-a", "synthetic:synth-a")
+    with pytest.raises(ValueError, match="unique"):
+        build_uda_data([spec], spec)
+    with pytest.raises(ValueError, match="source_eval_fraction"):
+        build_uda_data([spec], CorpusSpec("b", "synthetic:synth-b"), source_eval_fraction=1.0)

@@ -1,0 +1,239 @@
+"""load_corpus from every supported source: audiofolder, CSV/JSONL manifests, disk, parquet, Hub, memory, synthetic."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import soundfile as sf
+from datasets import Audio, ClassLabel, Dataset, DatasetDict
+
+import emodna_hf.data.loading as loading
+from emodna_hf.data import AudioDecodeError, CorpusSpec, load_corpus, output_features
+
+# (relative path, emotion, speaker, rate, channels, format, tone Hz)
+FILES = [
+    ("angry/s1_a.wav", "angry", "s1", 16000, 1, "WAV", 300.0),
+    ("angry/s2_a.flac", "angry", "s2", 44100, 2, "FLAC", 400.0),
+    ("sad/s1_s.wav", "sad", "s1", 8000, 1, "WAV", 500.0),
+    ("sad/s2_s.flac", "sad", "s2", 22050, 1, "FLAC", 600.0),
+    ("fear/s1_f.wav", "fear", "s1", 16000, 2, "WAV", 700.0),
+]
+SECONDS = 0.75
+
+
+def write_tone(path, rate, channels, fmt, hz, seconds=SECONDS):
+    wave = 0.4 * np.sin(2 * np.pi * hz * np.arange(int(seconds * rate)) / rate)
+    data = np.stack([wave] * channels, axis=1) if channels > 1 else wave
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, data, rate, format=fmt)
+
+
+def peak_hz(wave, rate=16000):
+    return float(np.fft.rfftfreq(len(wave), 1 / rate)[np.argmax(np.abs(np.fft.rfft(wave)))])
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "corpus"
+    for rel, _, _, rate, channels, fmt, hz in FILES:
+        write_tone(root / rel, rate, channels, fmt, hz)
+    return root
+
+
+def check_decoded(dataset, report, *, speakers_known=True, corpus="c"):
+    assert dataset.features == output_features("categorical4")
+    by_id = {row["utt_id"]: row for row in dataset}
+    assert len(by_id) == 4 and report["labels"]["dropped"] == {"fear": 1}
+    for rel, emotion, speaker, *_, hz in FILES:
+        if emotion == "fear":
+            continue
+        row = by_id[rel.rsplit(".", 1)[0]]
+        wave = np.asarray(row["input_values"], dtype=np.float32)
+        assert abs(len(wave) - SECONDS * 16000) <= 1
+        assert peak_hz(wave) == pytest.approx(hz, abs=2.0)  # the tone survives resampling and downmixing
+        assert dataset.features["labels"].int2str(row["labels"]) == emotion
+        assert row["speaker"] == (f"{corpus}:{speaker}" if speakers_known else f"{corpus}:unknown")
+        assert row["corpus"] == corpus
+
+
+def test_audiofolder_labels_from_parent_folders(folder):
+    dataset, report = load_corpus(CorpusSpec("c", folder, label_map_name="casia"))
+    check_decoded(dataset, report, speakers_known=False)
+    assert report["source_kind"] == "audiofolder" and report["n_speakers"] == 0
+
+
+def test_audiofolder_metadata_and_split_folder(tmp_path):
+    root = tmp_path / "af"
+    for rel, _, _, rate, channels, fmt, hz in FILES:
+        write_tone(root / "train" / "clips" / rel.replace("/", "_"), rate, channels, fmt, hz)
+    with open(root / "train" / "metadata.jsonl", "w") as f:
+        for rel, emotion, speaker, *_ in FILES:
+            f.write(
+                json.dumps(
+                    {"file_name": "clips/" + rel.replace("/", "_"), "emotion": emotion, "speaker": speaker}
+                )
+            )
+            f.write("\n")
+    (root / "test").mkdir()
+    dataset, report = load_corpus(CorpusSpec("af", root, split="train", label_map_name="casia"))
+    assert len(dataset) == 4 and report["n_speakers"] == 2
+    assert set(dataset["speaker"]) == {"af:s1", "af:s2"}
+    assert all(u.startswith("clips/") for u in dataset["utt_id"])
+    with pytest.raises(ValueError, match="split folders"):
+        load_corpus(CorpusSpec("af", root, split="validation", label_map_name="casia"))
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_manifests_resolve_paths_against_their_folder(folder, tmp_path, kind):
+    rows = [{"path": f"corpus/{rel}", "emotion": e, "speaker": s} for rel, e, s, *_ in FILES]
+    manifest = tmp_path / f"manifest.{kind}"
+    if kind == "csv":
+        manifest.write_text(
+            "path,emotion,speaker\n" + "".join(f"{r['path']},{r['emotion']},{r['speaker']}\n" for r in rows)
+        )
+    else:
+        manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # utt ids come from the paths relative to the manifest, so strip the "corpus/" prefix for the check
+    dataset, report = load_corpus(CorpusSpec("c", manifest, label_map_name="casia"))
+    dataset = dataset.map(lambda row: {"utt_id": row["utt_id"].removeprefix("corpus/")})
+    check_decoded(dataset, report)
+    assert report["source_kind"] == kind
+
+
+def audio_dataset(folder) -> Dataset:
+    """A Hub-style dataset: a decoding `Audio` column of encoded bytes, ClassLabel emotions, other column names."""
+    names = ["angry", "sad", "fear"]
+    # Arrow first: encoding into an Audio feature (from_dict) needs torchcodec, a cast does not.
+    audio = pa.array(
+        [{"bytes": (folder / rel).read_bytes(), "path": None} for rel, *_ in FILES],
+        type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+    )
+    table = pa.table(
+        {
+            "audio": audio,
+            "emotion": [names.index(e) for _, e, *_ in FILES],
+            "speaker_id": [s for _, _, s, *_ in FILES],
+            "id": [rel.rsplit(".", 1)[0] for rel, *_ in FILES],
+        }
+    )
+    dataset = Dataset(table).cast_column("audio", Audio()).cast_column("emotion", ClassLabel(names=names))
+    assert dataset.features["audio"].decode  # load_corpus must not let datasets decode it
+    return dataset
+
+
+def test_hub_dataset_via_load_dataset(folder, monkeypatch):
+    calls = []
+
+    def fake_load_dataset(path, name=None, split=None, **kwargs):
+        calls.append((path, name, split, kwargs))
+        return audio_dataset(folder)
+
+    monkeypatch.setattr(loading, "load_dataset", fake_load_dataset)
+    spec = CorpusSpec(
+        "c",
+        "someone/ser-corpus",
+        split="train",
+        config_name="clean",
+        label_map_name="casia",
+        load_kwargs={"revision": "main"},
+    )
+    dataset, report = load_corpus(spec)
+    assert calls == [("someone/ser-corpus", "clean", "train", {"revision": "main"})]
+    check_decoded(dataset, report)
+    assert report["source_kind"] == "hub"
+
+
+def test_save_to_disk_parquet_and_in_memory(folder, tmp_path):
+    original = audio_dataset(folder)
+    DatasetDict({"train": original}).save_to_disk(tmp_path / "dict")
+    original.save_to_disk(tmp_path / "single")
+    original.to_parquet(tmp_path / "corpus.parquet")
+    for source, kind in [
+        (tmp_path / "dict", "disk"),
+        (tmp_path / "single", "disk"),
+        (tmp_path / "corpus.parquet", "parquet"),
+        (original, "dataset"),
+    ]:
+        dataset, report = load_corpus(CorpusSpec("c", source, label_map_name="casia"))
+        check_decoded(dataset, report)
+        assert report["source_kind"] == kind
+
+
+def test_crop_array_sources_and_label_schemes(folder):
+    rows = {"audio": [{"array": np.ones(48000, np.float32) * 0.1, "sampling_rate": 48000}], "label": ["W"]}
+    dataset, _ = load_corpus(
+        CorpusSpec("emodb", Dataset.from_dict(rows)), scheme="arousal", max_duration_s=0.5, sampling_rate=8000
+    )
+    assert len(dataset[0]["input_values"]) == 4000
+    assert dataset.features["labels"].names == ["low", "high"] and dataset[0]["labels"] == 1
+    assert dataset[0]["utt_id"] == "emodb-000000" and dataset[0]["speaker"] == "emodb:unknown"
+
+
+def test_synthetic_source():
+    spec = CorpusSpec(
+        "synth-b", "synthetic:synth-b", load_kwargs={"n_per_class_per_speaker": 1, "n_speakers": 2}
+    )
+    dataset, report = load_corpus(spec, max_duration_s=1.5)
+    assert len(dataset) == 8 and report["labels"]["classes"] == {
+        e: 2 for e in ("angry", "happy", "neutral", "sad")
+    }
+    assert max(len(x) for x in dataset["input_values"]) <= 24000
+    assert set(dataset["speaker"]) == {"synth-b:spk00", "synth-b:spk01"}
+
+
+def bad_manifest(folder, tmp_path):
+    (folder / "sad" / "empty.wav").write_bytes(b"")
+    (folder / "sad" / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")
+    sf.write(folder / "sad" / "zero.wav", np.zeros(0), 16000)
+    names = ["angry/s1_a.wav", "sad/empty.wav", "sad/corrupt.wav", "sad/zero.wav", "sad/s1_s.wav"]
+    manifest = tmp_path / "bad.csv"
+    manifest.write_text("file_name,label\n" + "".join(f"corpus/{n},{n.split('/')[0]}\n" for n in names))
+    return manifest
+
+
+def test_bad_audio_raises_naming_the_file_by_default(folder, tmp_path):
+    with pytest.raises(
+        AudioDecodeError, match=r"Corpus 'c', utterance 'corpus/sad/empty'.*empty\.wav: empty file"
+    ):
+        load_corpus(CorpusSpec("c", bad_manifest(folder, tmp_path), label_map_name="casia"))
+
+
+def test_bad_audio_skip_counts_and_names_them(folder, tmp_path):
+    spec = CorpusSpec("c", bad_manifest(folder, tmp_path), label_map_name="casia", on_bad_audio="skip")
+    dataset, report = load_corpus(spec)
+    assert len(dataset) == 2 and report["n"] == 2
+    assert sorted(report["bad_audio"]) == ["corpus/sad/corrupt", "corpus/sad/empty", "corpus/sad/zero"]
+    assert "zero.wav" in report["bad_audio"]["corpus/sad/zero"]
+    assert "no samples" in report["bad_audio"]["corpus/sad/zero"]
+
+
+def test_cache_dir_reuses_decoded_audio_until_a_file_changes(folder, tmp_path):
+    cache = tmp_path / "cache"
+    spec = CorpusSpec("c", folder, label_map_name="casia")
+    first, _ = load_corpus(spec, cache_dir=cache)
+    files = sorted(p.name for p in cache.iterdir())
+    assert len(files) == 1 and first.cache_files
+    second, _ = load_corpus(spec, cache_dir=cache)
+    assert sorted(p.name for p in cache.iterdir()) == files
+    assert second["input_values"][:] == first["input_values"][:]
+    write_tone(folder / "sad/s1_s.wav", 8000, 1, "WAV", 900.0)  # same path, new content
+    third, _ = load_corpus(spec, cache_dir=cache)
+    assert len(list(cache.iterdir())) == 2
+    row = next(r for r in third if r["utt_id"] == "sad/s1_s")
+    assert peak_hz(np.asarray(row["input_values"])) == pytest.approx(900.0, abs=2.0)
+
+
+def test_spec_errors_are_explicit(folder, tmp_path):
+    with pytest.raises(ValueError, match="on_bad_audio"):
+        load_corpus(CorpusSpec("c", folder, on_bad_audio="ignore"))
+    with pytest.raises(ValueError, match="unknown raw label.*'fear'"):
+        load_corpus(CorpusSpec("c", folder, label_map={"angry": "angry", "sad": "sad"}, drop_unmapped=False))
+    empty = tmp_path / "empty_dir"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no audio files"):
+        load_corpus(CorpusSpec("c", empty, label_map={}))
+    with pytest.raises(ValueError, match="no label column"):
+        load_corpus(CorpusSpec("c", Dataset.from_dict({"audio": ["x.wav"]}), label_map={}))
