@@ -30,8 +30,8 @@ CANONICAL_EMOTIONS = frozenset(
     "angry happy neutral sad fear disgust surprise boredom calm contempt excited frustrated other unknown".split()
 )
 
-# Schuller et al. (2010), Table 2 (EmoDB, eNTERFACE, ...); calm/excited/frustrated/contempt: see
-# docs/labels.md. Emotions absent from a table (contempt for arousal, other/unknown) have no class there.
+# Schuller et al. (2010), the cross-corpus mapping for EmoDB, eNTERFACE, ...; calm/excited/frustrated/contempt:
+# see docs/labels.md. Emotions absent from a table (contempt for arousal, other/unknown) have no class there.
 _HIGH_AROUSAL = "angry happy fear surprise excited frustrated"
 _LOW_AROUSAL = "neutral sad boredom disgust calm"
 _POSITIVE = "happy neutral surprise calm excited"
