@@ -1,0 +1,142 @@
+"""Sharing a run's output folder on the 🤗 Hub, model card included.
+
+`PreTrainedModel.push_to_hub` would upload the weights and config but *replace* our README.md with a generic
+card (transformers writes its own card during the push), and it leaves out metrics.json and the plots. We
+upload the whole folder instead, in one commit, with `HfApi.upload_folder`.
+
+A push is checked before any training starts (:func:`prepare_push`): offline mode or a missing token fail at
+once, and the repository is created up front, so a bad repo id or token cannot waste a training run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# Never uploaded: intermediate checkpoints (optimizer states), pickled arguments, caches.
+DEFAULT_IGNORE_PATTERNS = [
+    "checkpoint-*",
+    "checkpoint-*/**",
+    "**/checkpoint-*/**",
+    "training_args.bin",
+    ".cache/**",
+    "**/__pycache__/**",
+    "*.pyc",
+    "*.lock",
+]
+REQUIRED_FILES = ("config.json", "model.safetensors", "README.md")
+
+
+class HubPushError(RuntimeError):
+    """A push to the Hub cannot happen (offline, no token, no permission) or failed."""
+
+
+@dataclass
+class PushPlan:
+    """What :func:`prepare_push` checked: the full repo id, and the options to push with."""
+
+    repo_id: str
+    token: str | None = None
+    private: bool | None = None
+    revision: str | None = None
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE", os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return bool(constants.HF_HUB_OFFLINE) or value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def check_push_possible(repo_id: str | None, *, token: str | None = None) -> None:
+    """Fail with a clear message if a push to `repo_id` cannot work; touches no network."""
+    if not repo_id:
+        raise HubPushError("push_to_hub needs a repository id: pass --hub_model_id <user-or-org>/<name>.")
+    if _offline():
+        raise HubPushError(
+            f"push_to_hub was requested (repo {repo_id!r}) but the Hub is in offline mode (HF_HUB_OFFLINE=1 or "
+            "TRANSFORMERS_OFFLINE=1), so the upload would fail after training. Nothing was trained and nothing "
+            "was written. Either unset HF_HUB_OFFLINE, or train without --push_to_hub and upload the output "
+            "folder later with `python recipes/push_to_hub.py OUTPUT_DIR REPO_ID`."
+        )
+    from huggingface_hub import get_token
+
+    if token is None and get_token() is None:
+        raise HubPushError(
+            f"push_to_hub was requested (repo {repo_id!r}) but no Hugging Face token was found. Run "
+            "`hf auth login`, set HF_TOKEN, or pass --hub_token."
+        )
+
+
+def prepare_push(
+    repo_id: str | None, *, token: str | None = None, private: bool | None = None, revision: str | None = None
+) -> PushPlan:
+    """Check that pushing can work and create the repository (and branch) now, before any training."""
+    check_push_possible(repo_id, token=token)
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, exist_ok=True, private=private, repo_type="model")
+        full_id = getattr(url, "repo_id", None) or repo_id
+        if revision:
+            api.create_branch(full_id, branch=revision, exist_ok=True)
+    except Exception as error:  # noqa: BLE001 - any Hub failure here means: do not start training
+        raise HubPushError(
+            f"Could not create or access the Hub repository {repo_id!r} ({type(error).__name__}: {error}). "
+            "Nothing was trained. Check the repo id, your token's write permission and the network."
+        ) from error
+    return PushPlan(repo_id=full_id, token=token, private=private, revision=revision)
+
+
+def push_output_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+    create_repo: bool = True,
+    ignore_patterns: list[str] | None = None,
+):
+    """Upload a run's output folder (model, remote code, feature extractor, README.md, metrics, plots) as is.
+
+    Returns the `CommitInfo`. The folder is only read: a failed upload leaves it intact and raises
+    :class:`HubPushError` naming the folder, so the upload can be retried with the same call.
+    """
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise HubPushError(f"{folder} is not a complete emodna_hf output folder: missing {missing}.")
+    check_push_possible(repo_id, token=token)
+    api = HfApi(token=token)
+    try:
+        if create_repo:
+            url = api.create_repo(repo_id, exist_ok=True, private=private, repo_type="model")
+            repo_id = getattr(url, "repo_id", None) or repo_id
+            if revision:
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            repo_type="model",
+            revision=revision,
+            create_pr=create_pr,
+            commit_message=commit_message or "Upload Emo-DNA model, model card, metrics and plots",
+            ignore_patterns=DEFAULT_IGNORE_PATTERNS + list(ignore_patterns or []),
+        )
+    except Exception as error:  # noqa: BLE001
+        raise HubPushError(
+            f"Uploading {folder} to {repo_id!r} failed ({type(error).__name__}: {error}). The local folder is "
+            f"intact; retry with `python recipes/push_to_hub.py {folder} {repo_id}`."
+        ) from error
+    logger.info("Pushed %s to https://huggingface.co/%s", folder, repo_id)
+    return commit
