@@ -96,7 +96,7 @@ class SyntheticPreset:
 
 
 PRESETS: dict[str, SyntheticPreset] = {
-    # Studio-acted, balanced sexes, strongly expressive, clean, 16 kHz (EmoDB-like).
+    # Studio-acted, balanced sexes, clearly expressive, clean, 16 kHz (EmoDB-like).
     "synth-a": SyntheticPreset(
         name="synth-a",
         labels=("angry", "happy", "neutral", "sad"),
@@ -108,11 +108,11 @@ PRESETS: dict[str, SyntheticPreset] = {
         female_f0=(205.0, 18.0),
         vtl_scale=(0.97, 1.03),
         syllable_rate=4.5,
-        expressiveness=1.0,
+        expressiveness=0.9,
         snr_db=30.0,
         noise="white",
     ),
-    # Telephone, mostly high-pitched speakers, faster and less expressive, line noise, 8 kHz
+    # Telephone, mostly high-pitched speakers, faster and least expressive, line noise at 20 dB SNR, 8 kHz
     # (call-centre-like).
     "synth-b": SyntheticPreset(
         name="synth-b",
@@ -126,11 +126,12 @@ PRESETS: dict[str, SyntheticPreset] = {
         vtl_scale=(1.02, 1.1),
         syllable_rate=5.3,
         expressiveness=0.8,
-        snr_db=25.0,
+        snr_db=20.0,
         noise="pink",
         band_hz=(300.0, 3400.0),
     ),
-    # Far-field in a reverberant room, mostly low-pitched speakers, slower, babble, dull microphone, 44.1 kHz.
+    # Far-field in a reverberant room, mostly low-pitched speakers, slower, most strongly acted, babble at
+    # 15 dB SNR, dull microphone, 44.1 kHz.
     "synth-c": SyntheticPreset(
         name="synth-c",
         labels=("A", "H", "N", "S"),
@@ -142,7 +143,7 @@ PRESETS: dict[str, SyntheticPreset] = {
         female_f0=(190.0, 15.0),
         vtl_scale=(0.92, 0.99),
         syllable_rate=3.9,
-        expressiveness=0.9,
+        expressiveness=1.0,
         snr_db=15.0,
         noise="babble",
         rt60_s=0.6,
