@@ -198,6 +198,14 @@ def test_out_of_scheme_labels_are_dropped_with_counts():
     assert dataset["labels"][:] == [0, 0, 2, 3, 1]
 
 
+def test_row_order_of_selected_or_shuffled_datasets_is_respected():
+    rows = ["W", "A", "T", "F", "N", "L"]
+    shuffled = corpus(rows).shuffle(seed=0).select([5, 0, 3, 1, 2, 4])
+    dataset, _ = harmonize_labels(shuffled, corpus="emodb", label_column="emotion", scheme="categorical4")
+    expected = {"W": 0, "F": 1, "N": 2, "T": 3}
+    assert [expected[rows[i]] for i in dataset["idx"]] == dataset["labels"][:]
+
+
 def test_unknown_labels_raise_naming_values_corpus_and_column():
     rows = ["ang", "hap", "joy", "Joy ", "bored", "sad"]
     with pytest.raises(ValueError) as info:

@@ -10,7 +10,7 @@ import numpy as np
 from datasets import Dataset, Value, concatenate_datasets
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-from .labels import SCHEMES
+from .labels import SCHEMES, column_values
 from .loading import CorpusSpec, load_corpus
 
 
@@ -98,9 +98,9 @@ def _with_corpus_id(dataset: Dataset, corpus_id: int) -> Dataset:
 def split_source(dataset: Dataset, eval_fraction: float, seed: int = 0) -> tuple[list[int], list[int], dict]:
     """Train/eval row indices of one corpus (see `build_uda_data`), and a report of how it was split."""
     n = len(dataset)
-    labels = np.asarray(dataset.data.column("labels").to_pylist())
-    speakers = np.asarray(dataset.data.column("speaker").to_pylist())
-    corpus = dataset.data.column("corpus")[0].as_py() if n else ""
+    labels = np.asarray(column_values(dataset, "labels"))
+    speakers = np.asarray(column_values(dataset, "speaker"))
+    corpus = dataset[0]["corpus"] if n else ""
     unknown = speakers == f"{corpus}:unknown"
     if eval_fraction == 0.0 or n == 0:
         return list(range(n)), [], {"method": "none", "n_train": n, "n_eval": 0}

@@ -138,6 +138,12 @@ def get_label_map(corpus: str) -> dict[str, str]:
     )
 
 
+def column_values(dataset: Dataset, name: str) -> list:
+    """One column as a list in the dataset's row order (`Dataset.data` would ignore a select/shuffle), without
+    reading or decoding any other column."""
+    return dataset.with_format(None)[name][:]
+
+
 def _key(raw: object) -> str | None:
     """Lookup key of a raw label: case- and whitespace-insensitive; ints become strings; missing is None."""
     if raw is None or (isinstance(raw, float) and raw != raw):  # NaN from pandas-made CSVs
@@ -191,7 +197,7 @@ def harmonize_labels(
     mapping.update({_key(k): v for k, v in (label_map or {}).items()})
     declared = set() if isinstance(drop_unmapped, bool) else {_key(v) for v in drop_unmapped}
 
-    raw_values = dataset.data.column(label_column).to_pylist()  # Arrow read: never decodes an audio column
+    raw_values = column_values(dataset, label_column)
     counts = Counter(raw_values)
     unknown = sorted((r for r in counts if _key(r) not in mapping and _key(r) not in declared), key=repr)
     if unknown:

@@ -30,7 +30,7 @@ from datasets import (
 )
 
 from .audio import AudioDecodeError, load_audio
-from .labels import SCHEMES, harmonize_labels
+from .labels import SCHEMES, column_values, harmonize_labels
 from .synthetic import make_synthetic_corpus
 
 AUDIO_EXTENSIONS = frozenset(
@@ -135,9 +135,8 @@ def load_corpus(
         raise ValueError(f"on_bad_audio must be 'raise' or 'skip', got {spec.on_bad_audio!r}")
     raw, kind = _open_source(spec)
     audio_column = _resolve_audio_column(raw, spec, kind)
-    if isinstance(
-        raw.features[audio_column], Audio
-    ):  # decoding would need torchcodec: read the bytes ourselves
+    if isinstance(raw.features[audio_column], Audio):
+        # datasets would decode with torchcodec, which this package does not need: read the bytes ourselves
         raw = raw.cast_column(audio_column, Audio(decode=False))
     label_column = spec.label_column or _first_present(raw, _LABEL_COLUMNS, "label", spec.name)
     raw = _label_names(raw, label_column)
@@ -177,13 +176,13 @@ def load_corpus(
         cache_file_name=cache_file,
         desc=f"Decoding {spec.name}",
     )
-    errors = decoded.data.column("audio_error").to_pylist()
-    utt_ids = decoded.data.column("utt_id").to_pylist()
+    errors = column_values(decoded, "audio_error")
+    utt_ids = column_values(decoded, "utt_id")
     bad = {utt: error for utt, error in zip(utt_ids, errors, strict=True) if error}
     if bad:
         decoded = decoded.select([i for i, error in enumerate(errors) if not error])
     decoded = decoded.remove_columns("audio_error").with_format(None)
-    speakers = set(decoded.data.column("speaker").to_pylist())
+    speakers = set(column_values(decoded, "speaker"))
     report = {
         "corpus": spec.name,
         "source_kind": kind,
@@ -333,7 +332,7 @@ def _label_names(dataset: Dataset, label_column: str) -> Dataset:
     feature = dataset.features[label_column]
     if not isinstance(feature, ClassLabel):
         return dataset
-    names = feature.int2str(dataset.data.column(label_column).to_pylist())
+    names = feature.int2str(column_values(dataset, label_column))
     return dataset.remove_columns(label_column).add_column(label_column, names)
 
 
@@ -344,14 +343,14 @@ def _standard_columns(dataset: Dataset, spec: CorpusSpec, audio_column: str) -> 
     speaker_column = spec.speaker_column or next((c for c in _SPEAKER_COLUMNS if c in columns), None)
     if speaker_column is not None and speaker_column not in columns:
         raise ValueError(f"Corpus {spec.name!r} has no speaker column {speaker_column!r}: {columns}")
-    raw_speakers = dataset.data.column(speaker_column).to_pylist() if speaker_column else [None] * n
+    raw_speakers = column_values(dataset, speaker_column) if speaker_column else [None] * n
     speakers = [f"{spec.name}:{s}" if s not in (None, "") else f"{spec.name}:unknown" for s in raw_speakers]
 
     id_column = spec.utt_id_column or next((c for c in _UTT_ID_COLUMNS if c in columns), None)
     if id_column is not None:
-        utt_ids = [str(u) for u in dataset.data.column(id_column).to_pylist()]
+        utt_ids = [str(u) for u in column_values(dataset, id_column)]
     elif "_rel_path" in columns:
-        utt_ids = [os.path.splitext(p)[0] for p in dataset.data.column("_rel_path").to_pylist()]
+        utt_ids = [os.path.splitext(p)[0] for p in column_values(dataset, "_rel_path")]
     else:
         utt_ids = [f"{spec.name}-{i:06d}" for i in range(n)]
 
@@ -396,7 +395,7 @@ def _cache_key(dataset: Dataset, audio_column: str, fn_kwargs: dict[str, Any]) -
     digest = hashlib.sha1(json.dumps(fn_kwargs, sort_keys=True).encode())
     digest.update(dataset._fingerprint.encode())
     if dataset.features[audio_column] == Value("string"):
-        for path in dataset.data.column(audio_column).to_pylist():
+        for path in column_values(dataset, audio_column):
             stat = os.stat(path) if os.path.exists(path) else None
             digest.update(f"{path}\0{stat and (stat.st_size, stat.st_mtime_ns)}\0".encode())
     return digest.hexdigest()[:16]
