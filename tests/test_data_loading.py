@@ -1,4 +1,4 @@
-"""load_corpus from every supported source: audiofolder, CSV/JSONL manifests, disk, parquet, Hub, memory, synthetic."""
+"""load_corpus from every source: audiofolder, CSV/JSONL manifests, disk, parquet, Hub, memory, synthetic."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def test_manifests_resolve_paths_against_their_folder(folder, tmp_path, kind):
 
 
 def audio_dataset(folder) -> Dataset:
-    """A Hub-style dataset: a decoding `Audio` column of encoded bytes, ClassLabel emotions, other column names."""
+    """A Hub-style dataset: a decoding `Audio` column of encoded bytes, ClassLabel emotions, other names."""
     names = ["angry", "sad", "fear"]
     # Arrow first: encoding into an Audio feature (from_dict) needs torchcodec, a cast does not.
     audio = pa.array(

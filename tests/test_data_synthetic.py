@@ -1,9 +1,9 @@
 """Synthetic corpora: determinism, format, acted-emotion cues, and a real but alignable cross-corpus shift.
 
-The shift test trains a logistic regression on per-utterance MFCC statistics (numpy/scipy features, independent
-of the model package): it must recognise emotions in every corpus (held-out speakers) and lose clearly on every
-other corpus, while standardising the target's features with the target's own statistics (an unsupervised
-alignment) must win much of the loss back.
+The shift test trains a logistic regression on per-utterance MFCC statistics (numpy/scipy features,
+independent of the model package): it must recognise emotions in every corpus (held-out speakers) and lose
+clearly on every other corpus, while standardising the target's features with the target's own statistics
+(an unsupervised alignment) must win much of the loss back.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def mfcc_stats(mel: np.ndarray) -> np.ndarray:
 
 
 def cmn_stats(mel: np.ndarray) -> np.ndarray:
-    """Statistics that per-utterance mean normalisation leaves: band spreads, delta spreads, energy dynamics."""
+    """What per-utterance mean normalisation leaves: band spreads, delta spreads, energy dynamics."""
     mel = mel - mel.mean(0)
     energy = mel.mean(1)
     extra = [energy.std(), np.percentile(energy, 90) - np.percentile(energy, 10)]

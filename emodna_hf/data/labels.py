@@ -27,11 +27,13 @@ SCHEMES: dict[str, tuple[str, ...]] = {
 # "other" and "unknown" (no annotator agreement, IEMOCAP xxx, MSP-Podcast X) are known labels that no scheme
 # places: they are dropped with a count rather than raising.
 CANONICAL_EMOTIONS = frozenset(
-    "angry happy neutral sad fear disgust surprise boredom calm contempt excited frustrated other unknown".split()
+    "angry happy neutral sad fear disgust surprise boredom calm contempt excited frustrated other "
+    "unknown".split()
 )
 
-# Schuller et al. (2010), the cross-corpus mapping for EmoDB, eNTERFACE, ...; calm/excited/frustrated/contempt:
-# see docs/labels.md. Emotions absent from a table (contempt for arousal, other/unknown) have no class there.
+# Schuller et al. (2010), the cross-corpus mapping for EmoDB, eNTERFACE, ...; for calm, excited, frustrated
+# and contempt see docs/labels.md. Emotions absent from a table (contempt for arousal, other/unknown) have no
+# class there.
 _HIGH_AROUSAL = "angry happy fear surprise excited frustrated"
 _LOW_AROUSAL = "neutral sad boredom disgust calm"
 _POSITIVE = "happy neutral surprise calm excited"

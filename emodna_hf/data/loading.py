@@ -55,8 +55,9 @@ class CorpusSpec:
             - a `datasets.Dataset` (in memory);
             - `"synthetic:<preset>"` (see `emodna_hf.data.synthetic.PRESETS`; `load_kwargs` go to
               `make_synthetic_corpus`, e.g. `{"seed": 1}`);
-            - a CSV (`.csv`, `.tsv`) or JSON-lines (`.jsonl`) manifest with a file column (`audio_column`, or
-              `file_name`/`path`/...) whose relative paths are relative to the manifest's folder;
+            - a CSV (`.csv`, `.tsv`) or JSON-lines (`.jsonl`, `.json`) manifest with a file column
+              (`audio_column`, or `file_name`/`path`/...) whose relative paths are relative to the
+              manifest's folder;
             - a folder in the 🤗 audiofolder layout: audio files with the label as the parent folder's name,
               or `metadata.csv`/`metadata.jsonl` files with a `file_name` column; a `<split>/` subfolder is
               used when it exists;
@@ -280,15 +281,15 @@ def _audiofolder(root: Path, spec: CorpusSpec) -> Dataset:
         raise ValueError(f"Corpus {spec.name!r}: {root} has split folders {found} but no {spec.split!r}")
     metadata = sorted(p for p in root.rglob("metadata.*") if p.suffix in (".csv", ".jsonl"))
     if metadata:
-        rows_by_file = [(m, _read_csv(m) if m.suffix == ".csv" else _read_jsonl(m)) for m in metadata]
         rows = []
-        for meta, meta_rows in rows_by_file:
-            for row in meta_rows:  # file_name is relative to its metadata file; ids relative to the root
-                row = dict(row)
-                row["file_name"] = os.path.relpath(meta.parent / row["file_name"], root)
-                rows.append(row)
-        if not rows or "file_name" not in rows[0]:
-            raise ValueError(f"Corpus {spec.name!r}: metadata files under {root} need a 'file_name' column")
+        for meta in metadata:
+            for row in _read_csv(meta) if meta.suffix == ".csv" else _read_jsonl(meta):
+                if "file_name" not in row:
+                    raise ValueError(f"Corpus {spec.name!r}: {meta} needs a 'file_name' column")
+                # file_name is relative to its metadata file; ids become relative to the root
+                rows.append({**row, "file_name": os.path.relpath(meta.parent / row["file_name"], root)})
+        if not rows:
+            raise ValueError(f"Corpus {spec.name!r}: the metadata files under {root} have no rows")
         return _rows_to_dataset(rows, "file_name", root)
     files = sorted(
         p

@@ -186,9 +186,8 @@ def make_synthetic_corpus(
 
     Columns: `audio` ({"array": float32 mono, "sampling_rate": int}), `emotion` (the preset's raw label
     strings, see `PRESETS[...].labels`), `speaker` ("spk00", ...; `load_corpus` prefixes the corpus name)
-    and `utt_id` (unique across presets). The same preset, seed and sizes
-    always give identical arrays; every utterance has its own random stream, so changing the sizes keeps the
-    utterances that both sizes share.
+    and `utt_id` (unique across presets). The same preset, seed and sizes always give identical arrays;
+    every utterance has its own random stream, so changing the sizes keeps the utterances both sizes share.
     """
     if isinstance(preset, str):
         if preset not in PRESETS:
@@ -213,19 +212,21 @@ def make_synthetic_corpus(
                 speakers.append(f"spk{s:02d}")
                 utt_ids.append(f"{preset.name}-spk{s:02d}-{emotion}-{k:03d}")
     # Building the Arrow table directly is much faster than Dataset.from_dict on long float lists.
-    offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int32)
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])])
+    if offsets[-1] >= 2**31:  # List offsets are int32
+        raise ValueError(f"{preset.name}: {offsets[-1]} samples in total is too many for one corpus")
     audio = pa.StructArray.from_arrays(
         [
-            pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(arrays))),
+            pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(np.concatenate(arrays))),
             pa.array(np.full(len(arrays), preset.sampling_rate, dtype=np.int32)),
         ],
         names=["array", "sampling_rate"],
     )
     table = pa.table({"audio": audio, "emotion": emotions, "speaker": speakers, "utt_id": utt_ids})
-    # The content is a function of this generator's code, the preset and the seed; fingerprinting that instead
-    # of
-    # hashing every sample keeps `Dataset.map` caching correct and skips a slow pass over the audio.
-    fingerprint = f"{_SOURCE_CRC:08x}{zlib.crc32(repr((preset, seed)).encode()):08x}"
+    # The content is a function of this code, the emotion profiles, the preset and the seed: fingerprinting
+    # those instead of hashing every sample keeps `Dataset.map` caching correct and skips a slow pass.
+    settings = repr((EMOTION_PROFILES, preset, seed)).encode()
+    fingerprint = f"{_SOURCE_CRC:08x}{zlib.crc32(settings):08x}"
     return Dataset(table.cast(_FEATURES.arrow_schema), fingerprint=fingerprint)
 
 
@@ -295,8 +296,7 @@ def _speech(spk: _Speaker, emo: EmotionProfile, rng: np.random.Generator) -> tup
     total = max(1.0, starts[-1] + syl_dur[-1] + rng.uniform(0.05, 0.1))
     n = int(total * _FS)
 
-    # f0 contour in semitones at a 5 ms control rate: level + slope + pitch accents on stressed syllables +
-    # drift.
+    # f0 contour in semitones at a 5 ms control rate: level, slope, accents on stressed syllables, drift.
     tc = np.arange(0.0, total + 0.005, 0.005)
     centers = starts + 0.6 * syl_dur
     stressed = rng.random(len(starts)) < 0.3
@@ -308,16 +308,14 @@ def _speech(spk: _Speaker, emo: EmotionProfile, rng: np.random.Generator) -> tup
     st = emo.f0_st + rng.normal(0.0, 0.7) + emo.slope_st * (tc - total / 2) + emo.f0_range * (accents + drift)
     # Jitter: a period-to-period frequency perturbation, held for one control step (about one period).
     st += 12 * np.log2(1 + spk.jitter * emo.jitter * rng.normal(size=len(tc)))
-    # Glottal phase (in periods) integrated at the control rate, then interpolated: piecewise-constant f0 per
-    # step.
+    # Glottal phase (in periods) integrated at the control rate and interpolated: f0 is constant per step.
     phase_c = np.concatenate([[0.0], np.cumsum(spk.f0 * 2 ** (st[:-1] / 12) * 0.005)])
     phase = np.interp(np.arange(n) / _FS, tc, phase_c)
     pulse_at = np.flatnonzero(np.diff(np.floor(phase), prepend=0.0) > 0)
     source = np.zeros(n)
     source[pulse_at] = 1 + 0.08 * emo.jitter * rng.normal(size=len(pulse_at))  # shimmer
 
-    # Voice quality: a two-pole low-pass sets the source's spectral tilt, a first difference models lip
-    # radiation.
+    # Voice quality: a two-pole low-pass sets the source's spectral tilt; a first difference is lip radiation.
     a = np.exp(-2 * np.pi * spk.tilt_hz * emo.tilt / _FS)
     source = signal.lfilter([(1 - a) ** 2], [1, -2 * a, a * a], source)
     source = np.diff(source, prepend=0.0)
