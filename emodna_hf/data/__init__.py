@@ -3,6 +3,7 @@
 from .assembly import UDAData, build_uda_data, split_source
 from .audio import AudioDecodeError, load_audio
 from .collator import UDADataCollator
+from .features import cache_features
 from .labels import (
     CANONICAL_EMOTIONS,
     CORPUS_LABEL_MAPS,
@@ -37,6 +38,7 @@ __all__ = [
     "UDAData",
     "UDADataCollator",
     "build_uda_data",
+    "cache_features",
     "get_label_map",
     "harmonize_labels",
     "iemocap_label_map",

@@ -47,25 +47,27 @@ class UDADataCollator:
                         f"shape {wave.shape}."
                     )
             length = self._padded_length([len(w) for w in waves])
-            values = torch.zeros(len(waves), length)
-            mask = torch.zeros(len(waves), length, dtype=torch.long)
+            # Padding in numpy: rows from numpy-formatted datasets are read-only views that torch warns about.
+            values = np.zeros((len(waves), length), dtype=np.float32)
+            mask = np.zeros((len(waves), length), dtype=np.int64)
             for i, wave in enumerate(waves):
-                values[i, : len(wave)] = torch.from_numpy(wave)
+                values[i, : len(wave)] = wave
                 mask[i, : len(wave)] = 1
-            batch["input_values"], batch["attention_mask"] = values, mask
+            batch["input_values"], batch["attention_mask"] = torch.from_numpy(values), torch.from_numpy(mask)
         elif "input_features" in examples[0]:
-            features = [torch.as_tensor(np.asarray(e["input_features"], dtype=np.float32)) for e in examples]
-            time_axis = features[0].dim() - 2  # frames are the second-to-last axis in both layouts
+            features = [np.asarray(e["input_features"], dtype=np.float32) for e in examples]
+            time_axis = features[0].ndim - 2  # frames are the second-to-last axis in both layouts
             length = self._padded_length([f.shape[time_axis] for f in features])
             shape = list(features[0].shape)
             shape[time_axis] = length
-            padded = torch.zeros(len(features), *shape)
-            mask = torch.zeros(len(features), length, dtype=torch.bool)
+            padded = np.zeros((len(features), *shape), dtype=np.float32)
+            mask = np.zeros((len(features), length), dtype=bool)
             for i, feature in enumerate(features):
                 frames = feature.shape[time_axis]
-                padded[i].narrow(time_axis, 0, frames).copy_(feature)
+                index = (i, *[slice(None)] * time_axis, slice(0, frames))
+                padded[index] = feature
                 mask[i, :frames] = True
-            batch["input_features"], batch["feature_mask"] = padded, mask
+            batch["input_features"], batch["feature_mask"] = torch.from_numpy(padded), torch.from_numpy(mask)
         else:
             raise ValueError(
                 f"Examples need 'input_values' or 'input_features'; got keys {sorted(examples[0])}."

@@ -1,0 +1,41 @@
+"""cache_features: cached backbone features give the model the same logits as the waveforms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from datasets import Array2D, Dataset
+from factories import tiny_config, tone
+
+from emodna_hf import EmoDnaForAudioClassification
+from emodna_hf.data import UDADataCollator, cache_features
+
+
+@pytest.mark.parametrize("backbone", ["tcn", "wav2vec2"])
+def test_cached_features_reproduce_the_waveform_logits(backbone):
+    torch.manual_seed(0)
+    overrides = {"freeze_backbone": True} if backbone != "tcn" else {}
+    model = EmoDnaForAudioClassification(tiny_config(backbone, **overrides)).eval()
+    waves = [tone(seconds, 180.0 + 40 * i, seed=i) for i, seconds in enumerate([0.5, 0.8, 0.3])]
+    dataset = Dataset.from_dict({"input_values": waves, "labels": [0, 1, 2], "corpus_id": [0, 0, 1]})
+    model.train()  # cache_features must switch to eval itself and restore the mode
+    cached = cache_features(dataset, model, batch_size=2)
+    assert model.training
+    model.eval()
+    assert "input_values" not in cached.column_names and cached["labels"][:] == [0, 1, 2]
+    if backbone == "tcn":
+        assert isinstance(cached.features["input_features"], Array2D)
+    collate = UDADataCollator()
+    rows = [cached[i] for i in range(3)]
+    frames = [np.asarray(r["input_features"]).shape[-2] for r in rows]
+    assert frames[1] > frames[0] > frames[2]  # valid frames only, no padding stored
+    with torch.no_grad():
+        from_features = model(**{k: v for k, v in collate(rows).items() if k != "corpus_ids"}).logits
+        waveform_batch = collate([dataset[i] for i in range(3)])
+        from_waves = model(
+            input_values=waveform_batch["input_values"], attention_mask=waveform_batch["attention_mask"]
+        ).logits
+    torch.testing.assert_close(from_features, from_waves, atol=1e-5, rtol=1e-4)
+    kept = cache_features(dataset, model, keep_input_values=True)
+    assert {"input_values", "input_features"} <= set(kept.column_names)
