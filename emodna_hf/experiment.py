@@ -62,7 +62,7 @@ _CONFIG_DEFAULTS = {
     if p.default is not inspect.Parameter.empty
 }
 # Config fields that the run derives from the data; they cannot be overridden.
-_DERIVED_CONFIG_FIELDS = ("id2label", "label2id", "num_labels", "num_corpora", "sampling_rate", "backbone_config")
+_DERIVED_CONFIG_FIELDS = ("id2label", "label2id", "num_labels", "num_corpora", "sampling_rate", "corpus_names")
 _NONE_STRINGS = {"", "none", "null", "auto"}
 METHOD_NAMES = {
     "emodna": "Emo-DNA (emotion decoupling and alignment)",
@@ -234,8 +234,12 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 _FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 
-def check_corpus_source(name: str, source: str) -> str:
-    """How `source` will be read ("synthetic", "local" or "hub"); a clear ValueError when it cannot be."""
+def check_corpus_source(name: str, source: str, *, must_exist: bool = True) -> str:
+    """How `source` will be read ("synthetic", "local" or "hub"); a clear ValueError when it cannot be.
+
+    With `must_exist=False` (parse time) a path that does not exist yet passes; `DataArguments.check_sources`
+    (run time, before any loading) requires it.
+    """
     if not isinstance(source, str) or not source.strip():
         raise ValueError(f"Corpus {name!r}: empty dataset source.")
     if source.startswith("synthetic:"):
@@ -251,7 +255,10 @@ def check_corpus_source(name: str, source: str) -> str:
         return "local"
     looks_like_path = (
         source.startswith((".", "/", "~")) or source.lower().endswith(_FILE_SUFFIXES) or source.count("/") > 1
+        or "\\" in source
     )
+    if looks_like_path and not must_exist:
+        return "local"
     if looks_like_path or not _HUB_ID.match(source):
         raise ValueError(
             f"Corpus {name!r}: dataset source {source!r} is neither an existing local file or folder, nor "
@@ -266,9 +273,12 @@ def _check_label_map(name: str, label_map_name: str | None, label_map: dict | No
         return  # harmonize_labels accepts an explicit map for any corpus
     try:
         get_label_map(label_map_name or name)
-    except KeyError as error:
+    except KeyError:
+        from .data import CORPUS_LABEL_MAPS
+
         raise ValueError(
-            f"Corpus {name!r}: {error.args[0]} Set its label_map_name to one of the built-in maps, or give a "
+            f"Corpus {name!r}: no built-in label map for corpus {label_map_name or name!r} (known: "
+            f"{', '.join(sorted(CORPUS_LABEL_MAPS))}). Set its label_map_name to one of them, or give a "
             "label_map (raw label -> emotion)."
         ) from None
 
@@ -406,8 +416,13 @@ class DataArguments:
                 raise ValueError(f"{mapping_name} is keyed by source corpus name; unknown keys {sorted(unknown)} "
                                  f"(sources: {self.source_name}).")
         for spec in [*self.source_specs(), self.target_spec()]:
-            check_corpus_source(spec.name, spec.source)
+            check_corpus_source(spec.name, spec.source, must_exist=False)
             _check_label_map(spec.name, spec.label_map_name, spec.label_map)
+
+    def check_sources(self) -> dict[str, str]:
+        """Every corpus source is readable in principle (local paths exist): `{corpus: kind}`, else ValueError."""
+        return {spec.name: check_corpus_source(spec.name, spec.source)
+                for spec in [*self.source_specs(), self.target_spec()]}
 
     def _source_value(self, name: str, i: int) -> Any:
         values = getattr(self, f"source_{name}")
@@ -464,42 +479,42 @@ class ParsedArgs(NamedTuple):
     config_file: str | None
 
 
-def _corpus_block(block: Any, prefix: str, where: str) -> dict[str, Any]:
-    """`sources:` / `target:` YAML blocks → the flat `source_*` / `target_*` fields."""
+def _corpus_block(block: Any, prefix: str, single: bool, where: str) -> dict[str, Any]:
+    """`sources:` / `corpora:` (lists) and `target:` (one mapping) YAML blocks → flat `<prefix>_*` fields."""
     allowed = {"name", *_CORPUS_FIELDS, "label_map", "load_kwargs"}
-    entries = block if prefix == "source" else [block]
-    if prefix == "source" and isinstance(block, dict):
-        entries = [block]
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise ValueError(f"{where}: '{'sources' if prefix == 'source' else 'target'}' must be "
-                         f"{'a list of mappings' if prefix == 'source' else 'a mapping'}.")
+    entries = [block] if single or isinstance(block, dict) else block
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"{where}: the {prefix} corpora must be {'a mapping' if single else 'a list of mappings'} "
+                         "with 'name', 'dataset' and optional corpus keys.")
     for entry in entries:
         unknown = set(entry) - allowed
         if unknown:
             raise ValueError(f"{where}: unknown corpus key(s) {sorted(unknown)}; allowed: {sorted(allowed)}.")
         if "name" not in entry or "dataset" not in entry:
             raise ValueError(f"{where}: every corpus needs 'name' and 'dataset' (got {sorted(entry)}).")
-    if prefix == "target":
-        entry = entries[0]
-        flat = {f"target_{k}": v for k, v in entry.items()}
-        return flat
-    flat: dict[str, Any] = {"source_name": [e["name"] for e in entries]}
+    if single:
+        return {f"{prefix}_{k}": v for k, v in entries[0].items()}
+    flat: dict[str, Any] = {f"{prefix}_name": [e["name"] for e in entries]}
     for key in _CORPUS_FIELDS:
         values = [e.get(key) for e in entries]
         if any(v is not None for v in values):
-            flat[f"source_{key}"] = values
+            flat[f"{prefix}_{key}"] = values
     for key in ("label_map", "load_kwargs"):
         per_corpus = {e["name"]: e[key] for e in entries if e.get(key)}
         if per_corpus:
-            flat[f"source_{key}"] = per_corpus
+            flat[f"{prefix}_{key}"] = per_corpus
     return flat
+
+
+_CORPUS_BLOCKS = {"sources": ("source", False), "target": ("target", True), "corpora": ("corpus", False)}
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML or JSON run configuration into flat argument values.
 
     Keys are argument names. They may be grouped under `model:`, `data:` and `training:` sections, and corpora
-    may be written as `sources: [{name, dataset, split, label_column, ...}]` and `target: {...}` blocks.
+    may be written as `sources: [{name, dataset, split, label_column, ...}]` and `target: {...}` blocks
+    (`corpora: [...]` for evaluation).
     """
     path = Path(path)
     if not path.is_file():
@@ -511,15 +526,14 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: the configuration must be a mapping of argument names to values.")
     flat: dict[str, Any] = {}
     for key, value in values.items():
-        if key in ("model", "data", "training") and isinstance(value, dict):
+        if key in ("model", "data", "training", "evaluation") and isinstance(value, dict):
             items = value.items()
         else:
             items = [(key, value)]
         for sub_key, sub_value in items:
-            if sub_key == "sources":
-                expanded = _corpus_block(sub_value, "source", str(path))
-            elif sub_key == "target" and isinstance(sub_value, dict):
-                expanded = _corpus_block(sub_value, "target", str(path))
+            if sub_key in _CORPUS_BLOCKS and (sub_key != "target" or isinstance(sub_value, dict)):
+                prefix, single = _CORPUS_BLOCKS[sub_key]
+                expanded = _corpus_block(sub_value, prefix, single, str(path))
             else:
                 expanded = {sub_key: sub_value}
             for name, v in expanded.items():
@@ -593,6 +607,7 @@ def parse_args(argv: list[str] | None = None, *, default_config: str | os.PathLi
 
 def load_data(data_args: DataArguments) -> UDAData:
     """Load and split the corpora of `data_args` (raw waveforms at `sampling_rate`; see `build_uda_data`)."""
+    data_args.check_sources()
     data = build_uda_data(
         data_args.source_specs(),
         data_args.target_spec(),
@@ -692,6 +707,9 @@ def build_model(model_args: ModelArguments, label_names: list[str], corpus_names
         corpus_names=list(corpus_names),
     )
     if model_args.backbone_name_or_path:
+        if "backbone_config" in kwargs:
+            raise ValueError("backbone_config (config_overrides) and backbone_name_or_path exclude each other: the "
+                             "checkpoint defines the encoder.")
         backbone_type = kwargs.pop("backbone_type", None)
         if sampling_rate != 16000:
             logger.warning("SSL checkpoints expect 16 kHz audio; sampling_rate is %d.", sampling_rate)
@@ -959,6 +977,8 @@ def run_experiment(
                 training_args.hub_model_id or output_dir.name, token=training_args.hub_token,
                 private=training_args.hub_private_repo, revision=training_args.hub_revision,
             )
+    if data is None:
+        data_args.check_sources()  # a wrong path fails now, not after other corpora were decoded
     # Our own push (the whole folder, card included) replaces Trainer's; the caller's object stays untouched.
     args = dataclasses.replace(training_args, push_to_hub=False)
     started = time.time()
@@ -1195,6 +1215,7 @@ def evaluate_model(eval_args: EvaluationArguments) -> dict[str, Any]:
     from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
     started = time.time()
+    eval_args._data.check_sources()
     model = AutoModelForAudioClassification.from_pretrained(
         eval_args.model_name_or_path, revision=eval_args.revision, trust_remote_code=eval_args.trust_remote_code
     ).eval()

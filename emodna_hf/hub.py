@@ -2,7 +2,8 @@
 
 `PreTrainedModel.push_to_hub` would upload the weights and config but *replace* our README.md with a generic
 card (transformers writes its own card during the push), and it leaves out metrics.json and the plots. We
-upload the whole folder instead, in one commit, with `HfApi.upload_folder`.
+upload the whole folder instead, as one `HfApi.create_commit` of every file (the list is built here with the
+same pattern filter `upload_folder` uses, so exactly what is committed is known and testable).
 
 A push is checked before any training starts (:func:`prepare_push`): offline mode or a missing token fail at
 once, and the repository is created up front, so a bad repo id or token cannot waste a training run.
@@ -93,6 +94,16 @@ def prepare_push(
     return PushPlan(repo_id=full_id, token=token, private=private, revision=revision)
 
 
+def files_to_upload(folder: str | Path, ignore_patterns: list[str] | None = None) -> list[str]:
+    """The files of `folder` (POSIX paths relative to it) that a push uploads, sorted."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    folder = Path(folder)
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    patterns = DEFAULT_IGNORE_PATTERNS + [".git/**", ".git", *(ignore_patterns or [])]
+    return list(filter_repo_objects(names, ignore_patterns=patterns))
+
+
 def push_output_folder(
     folder: str | Path,
     repo_id: str,
@@ -110,7 +121,7 @@ def push_output_folder(
     Returns the `CommitInfo`. The folder is only read: a failed upload leaves it intact and raises
     :class:`HubPushError` naming the folder, so the upload can be retried with the same call.
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     folder = Path(folder)
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
@@ -124,14 +135,15 @@ def push_output_folder(
             repo_id = getattr(url, "repo_id", None) or repo_id
             if revision:
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
-        commit = api.upload_folder(
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name))
+                      for name in files_to_upload(folder, ignore_patterns)]
+        commit = api.create_commit(
             repo_id=repo_id,
-            folder_path=str(folder),
+            operations=operations,
+            commit_message=commit_message or "Upload Emo-DNA model, model card, metrics and plots",
             repo_type="model",
             revision=revision,
             create_pr=create_pr,
-            commit_message=commit_message or "Upload Emo-DNA model, model card, metrics and plots",
-            ignore_patterns=DEFAULT_IGNORE_PATTERNS + list(ignore_patterns or []),
         )
     except Exception as error:  # noqa: BLE001
         raise HubPushError(

@@ -16,6 +16,14 @@ and prints the target and source results. `--push_to_hub --hub_model_id you/name
 
 from __future__ import annotations
 
+import os as _os
+import sys as _sys
+
+# recipes/ holds evaluate.py, which would shadow the `evaluate` library (imported by transformers) when a script
+# here runs with this folder first on sys.path: drop it.
+_HERE = _os.path.dirname(_os.path.abspath(__file__))
+_sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != _HERE]
+
 import logging
 import os
 import sys
@@ -33,6 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     try:
         model_args, data_args, training_args, config_file = parse_args(argv, default_config=DEFAULT_CONFIG)
+        data_args.check_sources()  # a wrong path or id is reported now, with no traceback
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
 

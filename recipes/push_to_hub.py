@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""Upload a finished run's output folder to the 🤗 Hub (model, remote code, feature extractor, README.md card,
+metrics.json, plots, TensorBoard logs; never checkpoints).
+
+    python recipes/push_to_hub.py outputs/default your-name/emodna-synth-a-to-synth-b [--private] [--revision BRANCH]
+
+Use it after a run trained offline, or to retry a failed upload: the folder is uploaded as it is, so the model
+card written by the run (not a generic one) ends up as the repository's README.md.
+"""
+
+from __future__ import annotations
+
+import os as _os
+import sys as _sys
+
+# recipes/ holds evaluate.py, which would shadow the `evaluate` library (imported by transformers) when a script
+# here runs with this folder first on sys.path: drop it.
+_HERE = _os.path.dirname(_os.path.abspath(__file__))
+_sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != _HERE]
+
+import argparse
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    from emodna_hf.hub import HubPushError, files_to_upload, push_output_folder
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output_dir", help="The run's output folder (with README.md, config.json, model.safetensors).")
+    parser.add_argument("repo_id", help="Hub model repository, e.g. your-name/emodna-emodb-to-casia.")
+    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--revision", default=None, help="Branch to push to (created if needed).")
+    parser.add_argument("--create_pr", action="store_true", help="Open a pull request instead of committing.")
+    parser.add_argument("--token", default=None, help="Hub token (default: the logged-in one / HF_TOKEN).")
+    parser.add_argument("--dry_run", action="store_true", help="Only list the files that would be uploaded.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.dry_run:
+        print("\n".join(files_to_upload(args.output_dir)))
+        return
+    try:
+        commit = push_output_folder(args.output_dir, args.repo_id, token=args.token, private=args.private or None,
+                                    revision=args.revision, create_pr=args.create_pr)
+    except HubPushError as error:
+        sys.exit(f"error: {error}")
+    print(getattr(commit, "commit_url", None) or commit)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Output-folder reports: strict metrics JSON, readable plots, embedding scores, and the model card round trip."""
+
+import json
+
+import numpy as np
+import pytest
+from huggingface_hub import ModelCard
+
+from emodna_hf import reporting
+
+
+def test_json_safe_makes_strict_json(tmp_path):
+    record = {"uar": np.float32(0.5), "recall": {"neutral": float("nan")}, "cm": np.eye(2, dtype=np.int64),
+              "n": np.int64(3), "path": tmp_path}
+    path = reporting.write_metrics(tmp_path / "metrics.json", record)
+    loaded = json.loads(path.read_text())  # strict: json.loads accepts NaN, so check the text too
+    assert "NaN" not in path.read_text()
+    assert loaded == {"uar": 0.5, "recall": {"neutral": None}, "cm": [[1, 0], [0, 1]], "n": 3, "path": str(tmp_path)}
+
+
+def _clustered(n_per=30, seed=0):
+    """Emotion embeddings clustered by emotion and mixed over corpora; corpus embeddings by corpus."""
+    rng = np.random.default_rng(seed)
+    emotions = np.repeat(np.arange(4), 2 * n_per)
+    corpora = np.tile(np.repeat(np.arange(2), n_per), 4)
+    emotion_centres, corpus_centres = 5 * rng.normal(size=(4, 16)), 5 * rng.normal(size=(2, 16))
+    emotion_emb = emotion_centres[emotions] + rng.normal(size=(len(emotions), 16))
+    corpus_emb = corpus_centres[corpora] + rng.normal(size=(len(emotions), 16))
+    return emotion_emb, corpus_emb, emotions, corpora
+
+
+def test_silhouettes_show_decoupling():
+    emotion_emb, corpus_emb, emotions, corpora = _clustered()
+    scores = reporting.embedding_silhouettes(emotion_emb, corpus_emb, emotions, corpora)
+    assert scores["emotion_embeddings"]["by_emotion"] > 0.5
+    assert abs(scores["emotion_embeddings"]["by_corpus"]) < 0.1
+    assert scores["corpus_embeddings"]["by_corpus"] > 0.5
+    assert abs(scores["corpus_embeddings"]["by_emotion"]) < 0.1
+    single = reporting.embedding_silhouettes(emotion_emb, corpus_emb, emotions, np.zeros_like(corpora))
+    assert single["emotion_embeddings"]["by_corpus"] is None
+
+
+@pytest.mark.parametrize("method", ["pca", pytest.param("tsne", marks=pytest.mark.slow)])
+def test_plots_are_written(tmp_path, method):
+    import matplotlib.image
+
+    emotion_emb, corpus_emb, emotions, corpora = _clustered(n_per=10 if method == "pca" else 4)
+    labels, names = ["angry", "happy", "neutral", "sad"], ["src", "tgt (target)"]
+    projection = reporting.save_embedding_projection(
+        tmp_path / "emb.png", emotion_emb, corpus_emb, emotions, corpora, labels, names, method=method,
+        silhouettes=reporting.embedding_silhouettes(emotion_emb, corpus_emb, emotions, corpora), title="t",
+    )
+    matrix = reporting.save_confusion_matrices(
+        tmp_path / "cm.png", [("target", np.array([[3, 1, 0, 0], [0, 4, 0, 0], [1, 0, 2, 1], [0, 0, 0, 0]])),
+                              ("source", np.eye(4, dtype=int) * 5)], labels)
+    for path, min_size in ((projection, (800, 800)), (matrix, (300, 500))):
+        image = matplotlib.image.imread(path)
+        assert image.shape[0] >= min_size[0] and image.shape[1] >= min_size[1]
+        assert image[..., :3].std() > 0.05  # not blank
+
+
+def _card_info(**overrides):
+    info = {
+        "model_name": "emodna-emodb-to-casia",
+        "repo_id": "me/emodna-emodb-to-casia",
+        "sources": [{"corpus": "emodb", "dataset_id": "someone/emodb", "hub": True, "split": "train",
+                     "config_name": None, "language": "de", "style": "acted", "title": "EmoDB",
+                     "mapping": {"W": "high", "T": "low", "X": None}}],
+        "target": {"corpus": "casia", "dataset_id": "/data/casia/manifest.csv", "hub": False, "split": None,
+                   "config_name": None, "language": "zh", "style": "acted", "title": "CASIA",
+                   "mapping": {"angry": "high", "sad": "low"}},
+        "scheme": "arousal",
+        "label_names": ["low", "high"],
+        "languages": ["de", "zh"],
+        "backbone": {"type": "wavlm", "base_model": "microsoft/wavlm-base-plus", "description": "WavLM"},
+        "method": {"name": "Emo-DNA", "description": "d", "settings": {"adaptation_method": "emodna"}},
+        "training": {"description": "2 epochs"},
+        "results": [{"name": "casia (target)", "n": 10, "uar": 0.61234, "war": 0.7, "macro_f1": 0.6}],
+        "target_metrics": {"uar": 0.61234, "war": 0.7, "macro_f1": 0.6, "recall": {"low": 0.5, "high": None}},
+        "embedding_analysis": {"emotion_embeddings": {"by_emotion": 0.2, "by_corpus": None},
+                               "corpus_embeddings": {"by_emotion": 0.0, "by_corpus": 0.4}},
+        "files": {"confusion_matrix": "confusion_matrix.png", "embeddings": "embeddings.png"},
+        "sampling_rate": 16000,
+        "reproduce_command": "python recipes/train.py --config x.yaml",
+        "versions": {"emodna_hf": "0", "transformers": "5", "torch": "2", "datasets": "5"},
+        "extra_tags": ["emodna"],
+    }
+    info.update(overrides)
+    return info
+
+
+def test_model_card_metadata_round_trip(tmp_path):
+    card = reporting.make_model_card(_card_info())
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    data = loaded.data
+    assert data.library_name == "transformers" and data.pipeline_tag == "audio-classification"
+    assert {"emodna", "speech-emotion-recognition", "domain-adaptation"} <= set(data.tags)
+    assert data.base_model == "microsoft/wavlm-base-plus"
+    assert data.datasets == ["someone/emodb"]  # only Hub ids: a local manifest is no dataset id
+    assert sorted(data.language) == ["de", "zh"]
+    values = {r.metric_name: r.metric_value for r in data.eval_results}
+    assert values == {"UAR": 0.61234, "WAR": 0.7, "Macro-F1": 0.6}
+    assert {r.dataset_type for r in data.eval_results} == {"/data/casia/manifest.csv"}
+    text = loaded.text
+    assert "trust_remote_code=True" in text and "transductive" in text.lower()
+    assert "`W` → high" in text and "`X` → dropped" in text
+    assert "n/a" in text  # the missing silhouette / recall are shown as such, not crash the template
+    assert "me/emodna-emodb-to-casia" in text
+
+
+def test_missing_template_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="template"):
+        reporting.make_model_card(_card_info(), template_path=tmp_path / "nope.md")
+
+
+def test_corpus_facts():
+    assert reporting.corpus_facts("CREMA-D")["language"] == "en"
+    assert reporting.corpus_facts("enterface")["title"].startswith("eNTERFACE")
+    assert reporting.corpus_facts("synth-b")["style"].startswith("synthetic")
+    assert reporting.corpus_facts("my-corpus") == {"language": "", "style": "", "title": ""}
