@@ -182,8 +182,8 @@ class ModelArguments:
     cache_features: bool | None = field(
         default=None,
         metadata={
-            "help": "Compute the parameter-free / frozen backbone features once and train on them. Default: on "
-            "for the tcn backbone and for a frozen SSL backbone, when emodna_hf.data.features is available.",
+            "help": "Compute the parameter-free / frozen backbone features once and train on them (same logits, "
+            "less work per epoch). Default: on for the tcn backbone and for a frozen SSL backbone.",
             "nargs": "?",
             "const": True,
         },
@@ -653,43 +653,32 @@ def normalize_waveforms(dataset: Dataset, feature_extractor, desc: str) -> Datas
 
 
 def prepare_inputs(data: UDAData, model: EmoDnaForAudioClassification, feature_extractor,
-                   cache_features: bool | None = None) -> tuple[UDAData, bool]:
-    """Normalised waveforms for every split, then (when wanted and available) cached backbone features.
+                   cache_features: bool | None = None, batch_size: int = 16) -> tuple[UDAData, bool]:
+    """Normalised waveforms for every split, then (when wanted) cached backbone features.
 
-    The target's train and eval rows are the same utterances: they are processed once. Returns the new data and
-    whether features were cached.
+    `cache_features=None` caches when the cached part is parameter-free or frozen (the tcn front end, a frozen
+    SSL backbone): training then skips it every epoch and gives the same logits. The target's train and eval
+    rows are the same utterances: they are processed once. Returns the new data and whether features were
+    cached.
     """
+    from .data import cache_features as compute_cached_features
+
     source_train = normalize_waveforms(data.source_train, feature_extractor, "Normalising source (train)")
     source_eval = normalize_waveforms(data.source_eval, feature_extractor, "Normalising source (eval)")
     target_eval = normalize_waveforms(data.target_eval, feature_extractor, "Normalising target")
     config = model.config
-    wanted = cache_features if cache_features is not None else (not config.uses_ssl_backbone or config.freeze_backbone)
-    cached = False
-    if wanted:
-        cache = _feature_cache_function()
-        if cache is None:
-            logger.info("Feature caching is not available (emodna_hf.data.features); training on waveforms.")
-        else:
-            source_train, source_eval, target_eval = (
-                cache(ds, model) if len(ds) else ds for ds in (source_train, source_eval, target_eval)
-            )
-            cached = True
+    cacheable = not config.uses_ssl_backbone or config.freeze_backbone
+    if cache_features and not cacheable:
+        raise ValueError("cache_features needs a frozen backbone (freeze_backbone=True) or the tcn backbone.")
+    cached = cacheable if cache_features is None else bool(cache_features)
+    if cached:
+        source_train, source_eval, target_eval = (
+            compute_cached_features(ds, model, batch_size=batch_size) if len(ds) else ds
+            for ds in (source_train, source_eval, target_eval)
+        )
     target_train = target_eval.remove_columns("labels")
     return dataclasses.replace(data, source_train=source_train, source_eval=source_eval,
                                target_train=target_train, target_eval=target_eval), cached
-
-
-def _feature_cache_function():
-    """`(dataset, model) -> dataset with input_features`, from emodna_hf.data.features when it exists."""
-    try:
-        from .data import features
-    except ImportError:
-        return None
-    for name in ("cache_features", "compute_features", "add_cached_features"):
-        function = getattr(features, name, None)
-        if callable(function):
-            return lambda dataset, model: function(dataset, model)
-    return None
 
 
 # --- model ----------------------------------------------------------------------------------------------------------
@@ -993,8 +982,10 @@ def run_experiment(
     set_seed(args.seed)
     model = build_model(model_args, data.label_names, data.corpus_names, data_args.sampling_rate)
     feature_extractor = create_feature_extractor(model.config)
+    model.to(args.device)  # feature caching runs the backbone: on the training device
     with args.main_process_first(desc="preparing inputs"):
-        inputs, cached = prepare_inputs(data, model, feature_extractor, model_args.cache_features)
+        inputs, cached = prepare_inputs(data, model, feature_extractor, model_args.cache_features,
+                                        batch_size=args.per_device_eval_batch_size)
     logger.info("Training %s on %d source and %d target utterances%s.", model.config.adaptation_method,
                 len(inputs.source_train), len(inputs.target_train), " (cached features)" if cached else "")
 
