@@ -774,7 +774,7 @@ def predict_with_embeddings(trainer: EmoDnaTrainer, dataset: Dataset, name: str,
         metrics=metrics,
         predictions=predictions,
         labels=labels,
-        corpus_ids=np.asarray(dataset.data.column("corpus_id").to_pylist(), dtype=np.int64),
+        corpus_ids=np.asarray(list(dataset["corpus_id"]), dtype=np.int64),
         emotion_embeddings=np.asarray(emotion_embeddings),
         corpus_embeddings=np.asarray(corpus_embeddings),
         confusion_matrix=confusion_matrix(predictions, labels, len(label_names)),
@@ -796,23 +796,30 @@ def _projection_sample(evaluations: list[Evaluation], max_per_corpus: int, seed:
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def write_plots(output_dir: Path, evaluations: list[Evaluation], label_names: list[str], corpus_names: list[str],
-                *, titles: dict[str, str], projection: str = "pca", max_projection_samples: int = 300,
-                seed: int = 0, figure_title: str | None = None) -> dict[str, Any]:
-    """Confusion matrices and the embedding projection; returns the files and the silhouette scores."""
-    panels = [(titles[e.name], e.confusion_matrix) for e in evaluations]
-    reporting.save_confusion_matrices(output_dir / reporting.CONFUSION_MATRIX_FILE, panels, label_names)
+def analyse_embeddings(evaluations: list[Evaluation], max_projection_samples: int = 300,
+                       seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A per-corpus sample of the embeddings and its silhouette scores (see `reporting.embedding_silhouettes`)."""
     sample = _projection_sample(evaluations, max_projection_samples, seed)
     silhouettes = reporting.embedding_silhouettes(sample["emotion"], sample["corpus"], sample["labels"],
                                                   sample["corpus_ids"])
+    return sample, dict(silhouettes, n_points=int(len(sample["labels"])))
+
+
+def write_plots(output_dir: Path, evaluations: list[Evaluation], label_names: list[str], corpus_names: list[str],
+                *, titles: dict[str, str], projection: str = "pca", max_projection_samples: int = 300,
+                seed: int = 0, figure_title: str | None = None) -> dict[str, Any]:
+    """Confusion matrices and the embedding projection; returns the files and the embedding analysis."""
+    panels = [(titles[e.name], e.confusion_matrix) for e in evaluations]
+    reporting.save_confusion_matrices(output_dir / reporting.CONFUSION_MATRIX_FILE, panels, label_names)
+    sample, analysis = analyse_embeddings(evaluations, max_projection_samples, seed)
     reporting.save_embedding_projection(
         output_dir / reporting.EMBEDDINGS_FILE, sample["emotion"], sample["corpus"], sample["labels"],
-        sample["corpus_ids"], label_names, corpus_names, method=projection, seed=seed, silhouettes=silhouettes,
+        sample["corpus_ids"], label_names, corpus_names, method=projection, seed=seed, silhouettes=analysis,
         title=figure_title,
     )
     return {
         "files": {"confusion_matrix": reporting.CONFUSION_MATRIX_FILE, "embeddings": reporting.EMBEDDINGS_FILE},
-        "embedding_analysis": dict(silhouettes, n_points=int(len(sample["labels"])), projection=projection),
+        "embedding_analysis": dict(analysis, projection=projection),
     }
 
 
@@ -1032,7 +1039,7 @@ def run_experiment(
         "model_args": dataclasses.asdict(model_args),
         "data_args": dataclasses.asdict(data_args),
         "training_args": training_args.to_dict(),
-        "model_config": model.config.to_diff_dict(),
+        "model_config": model.config.to_dict(),
     }
     record["versions"] = _versions()
 
@@ -1062,8 +1069,9 @@ def run_experiment(
         )
         card.save(output_dir / "README.md")
         logger.info("Wrote %s", output_dir)
-    elif write_outputs:
-        record["embedding_analysis"] = None
+    else:
+        record["embedding_analysis"] = analyse_embeddings(evaluations, data_args.max_projection_samples,
+                                                          args.seed)[1]
     trainer.accelerator.wait_for_everyone()
 
     record["output_dir"] = str(output_dir) if write_outputs else None

@@ -206,6 +206,7 @@ def test_run_experiment_from_python_with_a_mocked_push(tmp_path, monkeypatch):
     )
     assert again["config"]["model_config"]["adaptation_method"] == "source_only"
     assert not (tmp_path / "run2" / "metrics.json").exists()
+    assert set(again["embedding_analysis"]["emotion_embeddings"]) == {"by_emotion", "by_corpus"}
 
 
 @pytest.mark.slow
