@@ -247,7 +247,7 @@ class EmoDnaTrainer(Trainer):
         is_target = corpus_ids == self.target_corpus_id
         progress = self.training_progress
         grl = grl_coefficient(progress, gamma=config.grl_gamma)
-        outputs = model(**inputs, output_embeddings=True, gradient_reversal_coefficient=grl)
+        outputs = model(**inputs, corpus_ids=corpus_ids, output_embeddings=True, gradient_reversal_coefficient=grl)
         terms = self._loss_terms(config, outputs, inputs["labels"], corpus_ids, is_target, progress, grl)
         loss = sum(weight * value for value, weight in terms.values())
         self._record("train", {f"loss_{name}": value.detach() for name, (value, _) in terms.items()})

@@ -198,3 +198,31 @@ def test_bad_config_and_inputs_fail_clearly():
 def test_id2label_alone_derives_label2id():
     config = EmoDnaConfig(id2label={0: "low", 1: "high"})
     assert config.label2id == {"low": 0, "high": 1}
+
+
+def test_corpus_normalization_standardises_each_corpus_and_tracks_the_target():
+    from emodna_hf.modeling.modeling_emodna import CorpusNormalization
+
+    norm = CorpusNormalization(3, target_corpus_id=1, momentum=1.0).train()
+    source = torch.randn(6, 3) * 5 + 10
+    target = torch.randn(4, 3) * 0.1 - 2
+    out = norm(torch.cat([source, target]), torch.tensor([0] * 6 + [1] * 4))
+    for rows, raw in ((out[:6], source), (out[6:], target)):
+        torch.testing.assert_close(rows.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+        variance = raw.var(0, unbiased=False)
+        torch.testing.assert_close(rows.pow(2).mean(0), variance / (variance + 1e-5))
+    # Running statistics come from the target rows only (momentum 1: exactly this batch's target moments).
+    torch.testing.assert_close(norm.running_mean, target.mean(0))
+    torch.testing.assert_close(norm.running_var, target.var(0))
+    norm.eval()
+    torch.testing.assert_close(norm(target), (target - target.mean(0)) / torch.sqrt(target.var(0) + 1e-5))
+
+
+def test_corpus_normalization_defaults_follow_the_method():
+    assert tiny_config(adaptation_method="emodna").uses_corpus_normalization
+    assert not tiny_config(adaptation_method="dann").uses_corpus_normalization
+    assert tiny_config(adaptation_method="source_only", corpus_normalization=True).uses_corpus_normalization
+    assert _model(adaptation_method="mmd").corpus_normalization is None
+    model = _model(adaptation_method="emodna").train()
+    model(torch.randn(4, 8000), corpus_ids=torch.tensor([0, 0, 1, 1]))
+    assert not torch.equal(model.corpus_normalization.running_mean, torch.zeros_like(model.corpus_normalization.running_mean))

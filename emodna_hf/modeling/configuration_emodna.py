@@ -59,6 +59,10 @@ class EmoDnaConfig(PreTrainedConfig):
         num_corpora (`int`, defaults to 2):
             Number of corpora seen in training (source corpora + the target corpus); size of the corpus classifier
             and discriminator outputs.
+        corpus_normalization (`bool`, *optional*):
+            Standardise the pooled features of the emotion branch per corpus in training and with the target
+            corpus's statistics at inference (AdaBN / domain-specific normalisation): first- and second-moment
+            corpus-level alignment. `None` (default) = on for `"emodna"`, off for the baselines.
         label_smoothing (`float`, defaults to 0.0): Label smoothing of the source cross-entropy.
         adaptation_method (`str`, defaults to `"emodna"`):
             What [`EmoDnaTrainer`] optimises: `"emodna"`, or a baseline: `"source_only"`, `"dann"`, `"mmd"`.
@@ -111,6 +115,7 @@ class EmoDnaConfig(PreTrainedConfig):
         discriminator_hidden_size: int = 128,
         encoder_dropout: float = 0.1,
         num_corpora: int = 2,
+        corpus_normalization: bool | None = None,
         label_smoothing: float = 0.0,
         adaptation_method: str = "emodna",
         use_decoupling: bool = True,
@@ -167,6 +172,7 @@ class EmoDnaConfig(PreTrainedConfig):
         self.discriminator_hidden_size = discriminator_hidden_size
         self.encoder_dropout = encoder_dropout
         self.num_corpora = num_corpora
+        self.corpus_normalization = corpus_normalization
         self.label_smoothing = label_smoothing
         self.adaptation_method = adaptation_method
         self.use_decoupling = use_decoupling
@@ -218,6 +224,13 @@ class EmoDnaConfig(PreTrainedConfig):
     @property
     def uses_ssl_backbone(self) -> bool:
         return self.backbone_type != "tcn"
+
+    @property
+    def uses_corpus_normalization(self) -> bool:
+        """`corpus_normalization`, where `None` means: on for Emo-DNA, off for the baselines (their classic form)."""
+        if self.corpus_normalization is None:
+            return self.adaptation_method == "emodna"
+        return self.corpus_normalization
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

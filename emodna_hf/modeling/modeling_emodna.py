@@ -114,6 +114,42 @@ class AttentiveStatisticsPooling(nn.Module):
 POOLING_CLASSES = {"mean": MaskedMeanPooling, "attentive_stats": AttentiveStatisticsPooling}
 
 
+class CorpusNormalization(nn.Module):
+    """Standardises pooled features with the statistics of their own corpus (AdaBN / domain-specific BN).
+
+    In training, the rows of each corpus in the batch are standardised with that corpus's batch mean and variance
+    (Chang et al., 2019), which aligns the first two moments of every corpus by construction; running statistics
+    are tracked from the **target** rows (`corpus_id == num_corpora - 1`) only, because the adapted model is meant
+    for the target corpus (AdaBN, Li et al., 2016). In evaluation the running target statistics are used.
+    """
+
+    def __init__(self, num_features: int, target_corpus_id: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.target_corpus_id, self.momentum, self.eps = target_corpus_id, momentum, eps
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, features: torch.Tensor, corpus_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.training:
+            return (features - self.running_mean) / torch.sqrt(self.running_var + self.eps)
+        if corpus_ids is None:  # one corpus: plain batch statistics
+            corpus_ids = torch.full(features.shape[:1], self.target_corpus_id, device=features.device)
+        corpus_ids = corpus_ids.to(features.device)
+        # One-hot group statistics: every corpus in one pass, no Python loop over corpora or host sync.
+        groups = nn.functional.one_hot(corpus_ids, self.target_corpus_id + 1).to(features.dtype)  # (B, K)
+        counts = groups.sum(0).clamp(min=1.0)[:, None]
+        means = groups.T @ features / counts
+        variances = groups.T @ features.pow(2) / counts - means.pow(2)
+        normalized = (features - groups @ means) / torch.sqrt(groups @ variances.clamp(min=0.0) + self.eps)
+        target_rows = groups[:, self.target_corpus_id].sum()
+        if target_rows > 1:
+            with torch.no_grad():
+                self.running_mean.lerp_(means[self.target_corpus_id].detach(), self.momentum)
+                unbiased = variances[self.target_corpus_id].detach() * target_rows / (target_rows - 1)
+                self.running_var.lerp_(unbiased, self.momentum)
+        return normalized
+
+
 def _mlp(input_size: int, hidden_size: int, output_size: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(input_size, hidden_size), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_size, output_size)
@@ -168,6 +204,11 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
         self.pooling = POOLING_CLASSES[config.pooling](hidden_size, config)
         pooled_size, embedding_size = self.pooling.output_size, config.embedding_size
 
+        self.corpus_normalization = (
+            CorpusNormalization(pooled_size, target_corpus_id=config.num_corpora - 1)
+            if config.uses_corpus_normalization
+            else None
+        )
         self.emotion_encoder = _mlp(pooled_size, config.encoder_hidden_size, embedding_size, config.encoder_dropout)
         self.corpus_encoder = _mlp(pooled_size, config.encoder_hidden_size, embedding_size, config.encoder_dropout)
         self.classifier = nn.Sequential(
@@ -283,6 +324,7 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
         input_features: torch.Tensor | None = None,
         feature_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        corpus_ids: torch.LongTensor | None = None,
         output_embeddings: bool = False,
         gradient_reversal_coefficient: float = 1.0,
     ) -> EmoDnaOutput:
@@ -293,6 +335,8 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
             input_features: Cached output of [`compute_cacheable_features`], instead of `input_values`.
             feature_mask (`(batch, frames)`): Valid-frame mask of `input_features`.
             labels (`(batch,)`): Emotion ids; `-100` marks rows without a label (unlabelled target rows).
+            corpus_ids (`(batch,)`): Corpus of each row (target = `num_corpora - 1`); used in training by the
+                corpus normalisation (each corpus standardised with its own statistics).
             output_embeddings: Also return the embeddings, projections and corpus logits used by the UDA losses.
             gradient_reversal_coefficient: Scale of the reversed gradient reaching the emotion encoder from the
                 corpus discriminator (the DANN schedule's current value).
@@ -300,7 +344,9 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
         layers, frame_mask = self._backbone_layers(input_values, attention_mask, input_features, feature_mask)
         hidden_states = self.layer_sum(layers) if self.layer_sum is not None else layers[:, -1]
         pooled = self.pooling(hidden_states, frame_mask)
-        emotion_embeddings = self.emotion_encoder(pooled)
+        # The emotion branch sees corpus-normalised features; the corpus branch keeps the corpus information.
+        emotion_input = pooled if self.corpus_normalization is None else self.corpus_normalization(pooled, corpus_ids)
+        emotion_embeddings = self.emotion_encoder(emotion_input)
         logits = self.classifier(emotion_embeddings)
 
         loss = None
