@@ -139,8 +139,10 @@ class CorpusNormalization(nn.Module):
         groups = nn.functional.one_hot(corpus_ids, self.target_corpus_id + 1).to(features.dtype)  # (B, K)
         counts = groups.sum(0).clamp(min=1.0)[:, None]
         means = groups.T @ features / counts
-        variances = groups.T @ features.pow(2) / counts - means.pow(2)
-        normalized = (features - groups @ means) / torch.sqrt(groups @ variances.clamp(min=0.0) + self.eps)
+        centered = features - groups @ means
+        # Two-pass variance: E[x^2] - E[x]^2 cancels badly in float32 when features have large means.
+        variances = groups.T @ centered.pow(2) / counts
+        normalized = centered / torch.sqrt(groups @ variances + self.eps)
         target_rows = groups[:, self.target_corpus_id].sum()
         if target_rows > 1:
             with torch.no_grad():
