@@ -63,10 +63,10 @@ def _card_info(**overrides):
     info = {
         "model_name": "emodna-emodb-to-casia",
         "repo_id": "me/emodna-emodb-to-casia",
-        "sources": [{"corpus": "emodb", "dataset_id": "someone/emodb", "hub": True, "split": "train",
+        "sources": [{"corpus": "emodb", "dataset_id": "someone/emodb", "hub": True, "split": "train", "location": "Hub dataset",
                      "config_name": None, "language": "de", "style": "acted", "title": "EmoDB",
                      "mapping": {"W": "high", "T": "low", "X": None}}],
-        "target": {"corpus": "casia", "dataset_id": "/data/casia/manifest.csv", "hub": False, "split": None,
+        "target": {"corpus": "casia", "dataset_id": "casia", "hub": False, "split": None, "location": "local files (csv)",
                    "config_name": None, "language": "zh", "style": "acted", "title": "CASIA",
                    "mapping": {"angry": "high", "sad": "low"}},
         "scheme": "arousal",
@@ -101,7 +101,7 @@ def test_model_card_metadata_round_trip(tmp_path):
     assert sorted(data.language) == ["de", "zh"]
     values = {r.metric_name: r.metric_value for r in data.eval_results}
     assert values == {"UAR": 0.61234, "WAR": 0.7, "Macro-F1": 0.6}
-    assert {r.dataset_type for r in data.eval_results} == {"/data/casia/manifest.csv"}
+    assert {r.dataset_type for r in data.eval_results} == {"casia"}
     text = loaded.text
     assert "trust_remote_code=True" in text and "transductive" in text.lower()
     assert "`W` → high" in text and "`X` → dropped" in text
