@@ -146,6 +146,9 @@ class ModelArguments:
     use_corpus_alignment: bool | None = _bool_override(
         "use_corpus_alignment", "Emo-DNA ablation: corpus-level alignment."
     )
+    corpus_normalization: bool | None = _bool_override(
+        "corpus_normalization", "Per-corpus standardisation of the pooled features (None: on for Emo-DNA only)."
+    )
     adaptive_threshold: bool | None = _bool_override(
         "adaptive_threshold", "Self-adaptive pseudo-label thresholds (False: fixed_threshold)."
     )
@@ -887,6 +890,8 @@ def _method_info(config: EmoDnaConfig) -> dict[str, Any]:
             corpus_classification_weight=config.corpus_classification_weight,
             pseudo_label_warmup=config.pseudo_label_warmup,
         )
+        if hasattr(config, "uses_corpus_normalization"):
+            settings["corpus_normalization"] = config.uses_corpus_normalization
         ablated = [n for n in ("use_decoupling", "use_class_alignment", "use_corpus_alignment") if not getattr(config, n)]
         name = METHOD_NAMES[method] + (f" — ablation without {', '.join(a[4:] for a in ablated)}" if ablated else "")
     else:

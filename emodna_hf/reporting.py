@@ -135,9 +135,10 @@ def _project(embeddings: np.ndarray, method: str, seed: int) -> tuple[np.ndarray
         from sklearn.manifold import TSNE
 
         perplexity = float(min(30.0, max(2.0, (len(embeddings) - 1) / 3)))
-        projected = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
-            embeddings
-        )
+        # Exact gradients for small sets: Barnes-Hut's threaded tree code is slower there (and oversubscribes).
+        method = "exact" if len(embeddings) <= 300 else "barnes_hut"
+        projected = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                         method=method).fit_transform(embeddings)
         return projected, "t-SNE"
     if method != "pca":
         raise ValueError(f"Unknown projection {method!r}; use 'pca' or 'tsne'.")
