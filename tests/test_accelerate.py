@@ -33,10 +33,12 @@ def test_two_processes_match_one_process_with_accumulation(tmp_path, method):
     one = _run([sys.executable, str(SCRIPT), str(tmp_path / "one"), "2", method], tmp_path)
     assert "WORLD_SIZE 2" in two and "WORLD_SIZE 1" in one
     distributed, single = load_file(tmp_path / "two" / "final.safetensors"), load_file(tmp_path / "one" / "final.safetensors")
-    initial_gap = 0.0
     for name, tensor in single.items():
+        if name.startswith("corpus_normalization.running_"):
+            # EMA buffers: one update per micro-batch with GA, one per step (rank 0's, broadcast) with DDP.
+            assert torch.isfinite(distributed[name]).all()
+            continue
         torch.testing.assert_close(distributed[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
-        initial_gap = max(initial_gap, float((tensor - distributed[name]).abs().max()))
     # Sanity: training moved the weights (a run that did nothing would also "match").
     from factories import tiny_config  # noqa: PLC0415
 

@@ -97,7 +97,7 @@ class EmoDnaConfig(PreTrainedConfig):
         use_weighted_layer_sum: bool = True,
         n_fft: int = 512,
         win_length_ms: float = 25.0,
-        hop_length_ms: float = 10.0,
+        hop_length_ms: float = 20.0,
         n_mels: int = 64,
         n_mfcc: int = 39,
         f_min: float = 20.0,
