@@ -207,8 +207,8 @@ def save_embedding_projection(
         projected, how = _project(np.asarray(embeddings, dtype=np.float64), method, seed)
         for col, by in enumerate(("emotion", "corpus")):
             ax = axes[row, col]
-            for c, corpus in enumerate(corpus_names):
-                for e, emotion in enumerate(label_names):
+            for c in range(len(corpus_names)):
+                for e in range(len(label_names)):
                     mask = (corpus_ids == c) & (emotion_ids == e)
                     if not mask.any():
                         continue

@@ -158,7 +158,7 @@ def write_manifest(corpus: str, root: str | os.PathLike, output: str | os.PathLi
         default_name = f"manifest_{split}.csv" if split else "manifest.csv"
     else:
         if split:
-            raise ValueError(f"--split only applies to msp-podcast (the others have no official splits)")
+            raise ValueError("--split only applies to msp-podcast (the others have no official splits)")
         rows = list(CORPORA[corpus](root))
         default_name = "manifest.csv"
     if not rows:
