@@ -49,12 +49,15 @@ SSL_CONFIGS: dict[str, dict[str, Any]] = {
 # corpus; samples: utterances per split in end-to-end runs; memory_runs: each variant's memory in its own
 # process (else the group's timing process reports the memory of all its variants together).
 BUDGETS: dict[str, dict[str, Any]] = {
-    "full": {"warmup": 2, "steps": 10, "rounds": 3, "batch": {"tcn": 32, "wav2vec2": 4}, "epochs": 4,
-             "samples": {"tcn": 96, "wav2vec2": 24}, "memory_runs": True},
-    "quick": {"warmup": 1, "steps": 3, "rounds": 1, "batch": {"tcn": 16, "wav2vec2": 2}, "epochs": 1,
-              "samples": {"tcn": 32, "wav2vec2": 8}, "memory_runs": False},
-    "gpu": {"warmup": 5, "steps": 30, "rounds": 3, "batch": {"tcn": 32, "wav2vec2": 16}, "epochs": 4,
-            "samples": {"tcn": None, "wav2vec2": 128}, "memory_runs": True},
+    "full": {"warmup": 2, "steps": {"train_step": 10, "inference": 30}, "rounds": 3, "epochs": 4,
+             "batch": {"tcn": 32, "wav2vec2": 4}, "samples": {"tcn": 96, "wav2vec2": 24},
+             "memory_runs": True},
+    "quick": {"warmup": 1, "steps": {"train_step": 3, "inference": 3}, "rounds": 1, "epochs": 1,
+              "batch": {"tcn": 16, "wav2vec2": 2}, "samples": {"tcn": 32, "wav2vec2": 8},
+              "memory_runs": False},
+    "gpu": {"warmup": 5, "steps": {"train_step": 30, "inference": 100}, "rounds": 3, "epochs": 4,
+            "batch": {"tcn": 32, "wav2vec2": 16}, "samples": {"tcn": None, "wav2vec2": 128},
+            "memory_runs": True},
 }
 MEMORY_STEPS = 2
 AT_MOST_2_2 = ("≤ 2.2×", lambda ratio: ratio <= 2.2)
@@ -296,7 +299,7 @@ def measure_group(
         kind=kind,
         backbone=backbone,
         batch=budget["batch"][backbone],
-        steps=budget["steps"],
+        steps=budget["steps"].get(kind),
         warmup=budget["warmup"],
         epochs=budget["epochs"],
         samples=budget["samples"][backbone],
@@ -392,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
         group = dict(benchmark=title, ratio=ratio_meaning, goal=goal, ratios=ratios, variants=results)
         rows += table_rows(group, kind, budget["batch"][backbone])
         groups.append(dict(group, goal=goal and goal[0]))
-    cpu = f"CPU, {torch.get_num_threads()} threads"
+    cpu = f"CPU, {torch.get_num_threads()} torch thread(s)"
     device = torch.cuda.get_device_name() if args.device == "cuda" else cpu
     memory = "peak CUDA memory allocated" if args.device == "cuda" else "peak RSS"
     quick = "; QUICK budget (smoke test; memory: all variants of a comparison in one process)" * args.quick
