@@ -41,6 +41,7 @@ DEFAULT_CORPORA = ["synth-a", "synth-b", "synth-c"]
 # EmoDnaConfig overrides of each benchmarked method (Emo-DNA ablations switch one component off).
 METHODS: dict[str, dict[str, Any]] = {
     "source_only": {"adaptation_method": "source_only"},
+    "adabn": {"adaptation_method": "source_only", "corpus_normalization": True},  # corpus normalisation alone
     "dann": {"adaptation_method": "dann"},
     "mmd": {"adaptation_method": "mmd"},
     "emodna": {"adaptation_method": "emodna"},
@@ -49,7 +50,13 @@ METHODS: dict[str, dict[str, Any]] = {
     "no_corpus_alignment": {"adaptation_method": "emodna", "use_corpus_alignment": False},
     "fixed_threshold": {"adaptation_method": "emodna", "adaptive_threshold": False},
     "no_corpus_normalization": {"adaptation_method": "emodna", "corpus_normalization": False},
+    "freematch_threshold": {"adaptation_method": "emodna", "pseudo_label_selection": "freematch"},
 }
+# The classical bar and the target-supervised ceiling (benchmarks/classical.py): no training run.
+CLASSICAL = ("egemaps_lr_source", "egemaps_lr_corpus", "target_supervised")
+DEFAULT_METHODS = ["egemaps_lr_source", "egemaps_lr_corpus", "target_supervised", *METHODS]
+# Reference points of the "gap closed" column: no adaptation and the ceiling.
+GAP_FROM, GAP_TO = "source_only", "target_supervised"
 # --quick: a smoke-test budget (numbers are meaningless), one seed unless --seeds is given.
 QUICK = {"max_steps": 4, "max_samples": 48}
 
@@ -62,7 +69,7 @@ def parse_cli(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[s
     parser.add_argument(
         "--config", default=str(DEFAULT_CONFIG), help="Recipe YAML/JSON with the run settings."
     )
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=DEFAULT_METHODS, default=DEFAULT_METHODS)
     parser.add_argument(
         "--corpora",
         nargs="+",
@@ -178,9 +185,15 @@ def results_table(
     directions first, so its ± is the spread over seeds of the direction average (complete seeds only)."""
     value = {(r["method"], r["source"], r["target"], r["seed"]): r[metric] for r in runs}
     lines = [
-        "| Method | " + " | ".join(f"{s} → {t}" for s, t in directions) + " | Average |",
-        "|---" * (len(directions) + 2) + "|",
+        "| Method | " + " | ".join(f"{s} → {t}" for s, t in directions) + " | Average | Gap closed |",
+        "|---" * (len(directions) + 3) + "|",
     ]
+
+    def average(method: str) -> float | None:
+        cells = [[value[method, s, t, seed] for seed in seeds if (method, s, t, seed) in value] for s, t in directions]
+        return statistics.fmean(statistics.fmean(c) for c in cells) if all(cells) else None
+
+    low, high = average(GAP_FROM), average(GAP_TO)
     for method in methods:
         cells = [
             format_cell([value[method, s, t, seed] for seed in seeds if (method, s, t, seed) in value])
@@ -191,7 +204,10 @@ def results_table(
             for seed in seeds
             if all((method, s, t, seed) in value for s, t in directions)
         ]
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {format_cell(averages)} |")
+        mean = average(method)
+        gap = (f"{100 * (mean - low) / (high - low):.0f}%" if None not in (mean, low, high) and high > low
+               else "—")
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {format_cell(averages)} | {gap} |")
     return "\n".join(lines)
 
 
@@ -220,7 +236,8 @@ def report(
         + (f", at most {cap} utterances per split" if cap else "")
         + f"; seeds {', '.join(map(str, seeds))}; {finished} of {len(wanted)} runs finished. Target metrics "
         "are transductive (the unlabelled target utterances adapted to); cells are mean ± sample std over "
-        "seeds, in %.",
+        f"seeds, in %. Gap closed: (method − {GAP_FROM}) / ({GAP_TO} − {GAP_FROM}) on the averages; "
+        f"{GAP_TO} is trained on the target's labels (speaker-independent cross-validation), a ceiling only.",
     ]
     for metric, title in (("target_uar", "Target UAR (%)"), ("target_war", "Target WAR (%)")):
         lines += ["", f"## {title}", "", results_table(runs, methods, directions, seeds, metric)]
@@ -315,14 +332,20 @@ def main(argv: list[str] | None = None) -> None:
         log_path = args.output / "logs" / f"{source['name']}_to_{target['name']}.log"
         for method, seed in todo:
             started = time.time()
-            with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-                record = run_experiment(
-                    method_args(base_model, method),
-                    data_args,
-                    dataclasses.replace(base_training, seed=seed),
-                    data=data,
-                    write_outputs=False,
-                )
+            if method in CLASSICAL:
+                from classical import run_classical  # benchmarks/ is the script's folder
+
+                record = run_classical(method, data, base_data.sampling_rate, seed)
+                record["train"] = {"steps": 0, "runtime_s": None}
+            else:
+                with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+                    record = run_experiment(
+                        method_args(base_model, method),
+                        data_args,
+                        dataclasses.replace(base_training, seed=seed),
+                        data=data,
+                        write_outputs=False,
+                    )
             runs.append(
                 {
                     "method": method,

@@ -906,6 +906,10 @@ def _backbone_info(model_args: ModelArguments, config: EmoDnaConfig) -> dict[str
     if config.backbone_type == "tcn":
         description = (f"light MFCC + bidirectional temporal convolutional network ('tcn', {config.tcn_num_blocks} "
                        f"blocks × {config.tcn_hidden_size} channels), trained from scratch.")
+    elif config.backbone_type == "opensmile":
+        description = (f"openSMILE {config.opensmile_feature_set} utterance functionals computed by the model from "
+                       "the waveform (needs the `opensmile` package, `pip install opensmile`; openSMILE's licence "
+                       "covers research and personal use), followed by the trained encoders.")
     elif base:
         frozen = "frozen" if config.freeze_backbone else (
             "fine-tuned (CNN feature encoder frozen)" if config.freeze_feature_encoder else "fully fine-tuned")

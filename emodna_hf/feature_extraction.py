@@ -12,12 +12,14 @@ def create_feature_extractor(config: EmoDnaConfig) -> Wav2Vec2FeatureExtractor:
 
     The mask matters: the model pools over valid frames only, so a padded utterance gets the logits it gets alone.
     Waveforms are normalised to zero mean and unit variance per utterance (the wav2vec2 convention), which also
-    removes recording-gain differences between corpora.
+    removes recording-gain differences between corpora; except for the `"opensmile"` backbone, whose loudness
+    functionals carry emotion (angry speech is loud): its gain differences between corpora are removed by the
+    per-corpus standardisation of the functionals instead.
     """
     return Wav2Vec2FeatureExtractor(
         feature_size=1,
         sampling_rate=config.sampling_rate,
         padding_value=0.0,
-        do_normalize=True,
+        do_normalize=config.backbone_type != "opensmile",
         return_attention_mask=True,
     )

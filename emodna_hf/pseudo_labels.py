@@ -139,3 +139,118 @@ class AdaptiveThresholdPseudoLabeler(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, momentum={self.momentum}, fixed_threshold={self.fixed_threshold}"
+
+
+class CurriculumPseudoLabeler(nn.Module):
+    r"""Class-wise adaptive thresholds that select a share of the target growing with *training progress*.
+
+    The rule (our reconstruction of Emo-DNA's "adaptive threshold"; docs/method.md §3.4) depends on where training
+    is, never on how many steps it has taken, so a short and a long run select the same share at the same point.
+    A memory keeps the (detached, all-gathered) class probabilities of the last ``memory_size`` target rows seen.
+    At training progress :math:`p` the share to select is
+
+    .. math::
+        q(p) = q_{max} \cdot \mathrm{clip}\Big(\frac{p - p_0}{p_1 - p_0}, 0, 1\Big)
+
+    (``warmup`` :math:`p_0`, ``ramp`` :math:`p_1`). It is split between the classes in proportion to how often the
+    model predicts each in the memory, :math:`\pi_c` = share of remembered rows whose argmax is *c*, so a corpus
+    whose classes are imbalanced keeps its imbalance (an equal split would force the source's balance onto it).
+    Class *c*'s threshold is the :math:`k_c`-th largest remembered :math:`p(c)`, with
+    :math:`k_c = \mathrm{round}(q(p) \cdot M \cdot \pi_c)` over the M remembered rows (no threshold, nothing
+    selected, when :math:`k_c = 0`):
+
+    .. math::
+        \tau_c(p) = \mathrm{top}_{k_c}\{\, p_m(c) : m \in \text{memory} \,\}.
+
+    A row qualifies for class *c* when :math:`p_j(c) \ge \tau_c`; it is selected when it qualifies for some class,
+    and its pseudo-label is the qualifying class with the highest probability (the argmax whenever it qualifies).
+    Thresholds rank rows *within* each class, so a class the model is less sure of (a minority or a shifted class)
+    gets its share of pseudo-labels at a lower bar: class-balanced curriculum selection (as in FlexMatch and
+    curriculum self-training), with the thresholds adapting to the model's current confidences.
+
+    Interface as :class:`AdaptiveThresholdPseudoLabeler`: ``update(probs)`` with gathered probabilities, then
+    ``select(probs, progress)``. State (memory, fill count, write position) lives in buffers, restored exactly by
+    ``load_state_dict``.
+
+    Args:
+        num_classes: number of classes C.
+        memory_size: remembered target rows M (use at most the target corpus's size, so old predictions leave).
+        warmup, ramp: progress at which selection starts and at which it reaches ``max_fraction``.
+        max_fraction: the largest selected share :math:`q_{max}`.
+    """
+
+    memory: Tensor
+    memory_count: Tensor
+    memory_position: Tensor
+
+    def __init__(self, num_classes: int, memory_size: int = 2048, warmup: float = 0.2, ramp: float = 0.8,
+                 max_fraction: float = 1.0) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if memory_size < 1:
+            raise ValueError(f"memory_size must be >= 1, got {memory_size}")
+        if not 0.0 <= warmup <= ramp <= 1.0:
+            raise ValueError(f"need 0 <= warmup <= ramp <= 1, got warmup={warmup}, ramp={ramp}")
+        if not 0.0 < max_fraction <= 1.0:
+            raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction}")
+        self.num_classes, self.warmup, self.ramp, self.max_fraction = num_classes, warmup, ramp, max_fraction
+        self.register_buffer("memory", torch.zeros(memory_size, num_classes))
+        self.register_buffer("memory_count", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("memory_position", torch.tensor(0, dtype=torch.long))
+
+    def _check(self, probs: Tensor) -> None:
+        if probs.dim() != 2 or probs.shape[1] != self.num_classes:
+            raise ValueError(f"expected probabilities of shape (B, {self.num_classes}), got {tuple(probs.shape)}")
+
+    @torch.no_grad()
+    def update(self, probs: Tensor) -> None:
+        """Remember this batch's target probabilities ``(B, C)`` (gathered across processes), oldest out first."""
+        self._check(probs)
+        size = self.memory.shape[0]
+        probs = probs.detach().to(self.memory)[-size:]
+        rows = (self.memory_position + torch.arange(len(probs), device=self.memory.device)) % size
+        self.memory[rows] = probs
+        self.memory_position.copy_((self.memory_position + len(probs)) % size)
+        self.memory_count.copy_(torch.clamp(self.memory_count + len(probs), max=size))
+
+    def fraction(self, progress: float) -> float:
+        """The share of the target to select at training progress ``progress`` in [0, 1]."""
+        if progress < self.warmup:
+            return 0.0
+        if self.ramp <= self.warmup:
+            return self.max_fraction
+        return self.max_fraction * min(1.0, (progress - self.warmup) / (self.ramp - self.warmup))
+
+    @torch.no_grad()
+    def thresholds(self, progress: float = 1.0) -> Tensor:
+        """(C,) class thresholds at ``progress``; ``inf`` for a class that selects nothing."""
+        remembered = self.memory[: int(self.memory_count)]
+        thresholds = torch.full((self.num_classes,), float("inf"), device=self.memory.device)
+        if not len(remembered):
+            return thresholds
+        shares = torch.bincount(remembered.argmax(1), minlength=self.num_classes).float() / len(remembered)
+        counts = torch.round(self.fraction(progress) * len(remembered) * shares).long().tolist()
+        for c, k in enumerate(counts):
+            if k > 0:
+                thresholds[c] = torch.topk(remembered[:, c], k).values[-1]
+        return thresholds
+
+    @property
+    def global_threshold(self) -> float:
+        """Not defined for this rule (the per-class thresholds are what selects): NaN, for uniform logging."""
+        return float("nan")
+
+    @torch.no_grad()
+    def select(self, probs: Tensor, progress: float = 1.0) -> tuple[Tensor, Tensor]:
+        """``(pseudo_labels, mask)`` for ``probs`` ``(B, C)`` at ``progress`` (see the class docstring)."""
+        self._check(probs)
+        probs = probs.detach().float()
+        qualifies = probs >= self.thresholds(progress).to(probs)[None, :]
+        selected = qualifies.any(1)
+        best_qualifying = torch.where(qualifies, probs, torch.full_like(probs, -1.0)).argmax(1)
+        return torch.where(selected, best_qualifying, probs.argmax(1)), selected
+
+    def extra_repr(self) -> str:
+        return (f"num_classes={self.num_classes}, memory_size={self.memory.shape[0]}, warmup={self.warmup}, "
+                f"ramp={self.ramp}, max_fraction={self.max_fraction}")

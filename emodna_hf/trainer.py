@@ -36,7 +36,7 @@ from .losses import (
 )
 from .metrics import make_compute_metrics
 from .modeling import EmoDnaConfig
-from .pseudo_labels import AdaptiveThresholdPseudoLabeler
+from .pseudo_labels import AdaptiveThresholdPseudoLabeler, CurriculumPseudoLabeler
 
 PSEUDO_LABELER_STATE = "pseudo_labeler.safetensors"
 MODEL_INPUT_COLUMNS = ("input_values", "input_features", "labels", "corpus_id")
@@ -175,11 +175,7 @@ class EmoDnaTrainer(Trainer):
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=data_collator, compute_metrics=compute_metrics, **kwargs)
         self.target_corpus_id = config.num_corpora - 1
-        self.pseudo_labeler = AdaptiveThresholdPseudoLabeler(
-            config.num_labels,
-            momentum=config.threshold_momentum,
-            fixed_threshold=None if config.adaptive_threshold else config.fixed_threshold,
-        ).to(self.args.device)
+        self.pseudo_labeler = self._build_pseudo_labeler(config, target_dataset).to(self.args.device)
         self.decoupling_loss = ContrastiveDecouplingLoss(config.contrastive_temperature)
         self.class_alignment_loss = (
             CrossCorpusClassAlignmentLoss(config.contrastive_temperature)
@@ -190,6 +186,23 @@ class EmoDnaTrainer(Trainer):
         self.mmd_loss = MultiKernelMMDLoss(config.mmd_kernel_multipliers)
         # Loss terms and statistics of each step, averaged and flushed at every logging step (TRL's pattern).
         self._metrics: dict[str, defaultdict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    @staticmethod
+    def _build_pseudo_labeler(config: EmoDnaConfig, target_dataset: Dataset | None) -> nn.Module:
+        if config.adaptive_threshold and config.pseudo_label_selection == "curriculum":
+            # Remember at most one pass over the target corpus, so that stale predictions leave the memory.
+            size = config.pseudo_label_memory_size
+            if target_dataset is not None:
+                size = max(1, min(size, len(target_dataset)))
+            return CurriculumPseudoLabeler(
+                config.num_labels, memory_size=size, warmup=config.pseudo_label_warmup,
+                ramp=config.pseudo_label_ramp, max_fraction=config.pseudo_label_max_fraction,
+            )
+        return AdaptiveThresholdPseudoLabeler(
+            config.num_labels,
+            momentum=config.threshold_momentum,
+            fixed_threshold=None if config.adaptive_threshold else config.fixed_threshold,
+        )
 
     # --- data -----------------------------------------------------------------------------------------------------
 
@@ -311,13 +324,18 @@ class EmoDnaTrainer(Trainer):
         """Update the adaptive thresholds with all processes' target predictions, then select confident rows."""
         probs = target_logits.detach().float().softmax(-1)
         self.pseudo_labeler.update(self.accelerator.gather(probs))
-        pseudo_labels, selected = self.pseudo_labeler.select(probs)
-        if progress < self.accelerator.unwrap_model(self.model).config.pseudo_label_warmup:
-            selected = torch.zeros_like(selected)
-        thresholds = self.pseudo_labeler.thresholds()
         config = self.accelerator.unwrap_model(self.model).config
-        stats = {"pseudo_label_mask_rate": selected.float().mean(), "threshold_global":
-                 torch.tensor(self.pseudo_labeler.global_threshold)}
+        if isinstance(self.pseudo_labeler, CurriculumPseudoLabeler):
+            pseudo_labels, selected = self.pseudo_labeler.select(probs, progress)
+            thresholds = self.pseudo_labeler.thresholds(progress)
+            stats = {"pseudo_label_target_fraction": torch.tensor(self.pseudo_labeler.fraction(progress))}
+        else:
+            pseudo_labels, selected = self.pseudo_labeler.select(probs)
+            thresholds = self.pseudo_labeler.thresholds()
+            stats = {"threshold_global": torch.tensor(self.pseudo_labeler.global_threshold)}
+        if progress < config.pseudo_label_warmup:
+            selected = torch.zeros_like(selected)
+        stats["pseudo_label_mask_rate"] = selected.float().mean()
         stats.update({f"threshold_{config.id2label[c]}": thresholds[c] for c in range(len(thresholds))})
         self._record("train", stats)
         return pseudo_labels, selected

@@ -12,11 +12,15 @@ from transformers import AutoConfig, PreTrainedConfig
 
 # wav2vec2-family encoders that expose ``hidden_states`` and ``_get_feature_vector_attention_mask``.
 SSL_BACKBONE_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
-BACKBONE_TYPES = ("tcn", *SSL_BACKBONE_TYPES)
+# Backbones computed in the model without an SSL encoder: "tcn" (MFCC + temporal convolutions) and "opensmile"
+# (openSMILE acoustic functionals such as eGeMAPS).
+BACKBONE_TYPES = ("tcn", "opensmile", *SSL_BACKBONE_TYPES)
 POOLING_TYPES = ("mean", "attentive_stats")
 ADAPTATION_METHODS = ("emodna", "source_only", "dann", "mmd")
 CORPUS_ALIGNMENT_TYPES = ("adversarial", "mmd")
 CLASS_ALIGNMENT_TYPES = ("contrastive", "prototype")
+PSEUDO_LABEL_SELECTIONS = ("curriculum", "freematch")
+OPENSMILE_FEATURE_SETS = ("eGeMAPSv02", "GeMAPSv01b", "ComParE_2016")
 
 
 class EmoDnaConfig(PreTrainedConfig):
@@ -31,7 +35,12 @@ class EmoDnaConfig(PreTrainedConfig):
     Args:
         backbone_type (`str`, defaults to `"tcn"`):
             `"tcn"` (log-mel MFCCs computed in the model + TIM-Net-style bidirectional dilated causal convolutions;
-            trains on a CPU in minutes) or one of `"wav2vec2"`, `"hubert"`, `"wavlm"`, `"data2vec-audio"`.
+            trains on a CPU in minutes), `"opensmile"` (openSMILE utterance functionals such as eGeMAPS, computed in
+            the model; needs the `opensmile` package; the recipes' CPU default) or one of `"wav2vec2"`, `"hubert"`,
+            `"wavlm"`, `"data2vec-audio"`.
+        opensmile_feature_set (`str`, defaults to `"eGeMAPSv02"`):
+            Functionals of the `"opensmile"` backbone: `"eGeMAPSv02"` (88), `"GeMAPSv01b"` (62) or
+            `"ComParE_2016"` (6373). `pooling` is not used with them (one vector per utterance).
         backbone_config (`dict` or `PreTrainedConfig`, *optional*):
             Configuration of the SSL encoder; its `model_type` must equal `backbone_type`. Defaults to that family's
             default (base-size) configuration. Ignored for `"tcn"`.
@@ -62,14 +71,26 @@ class EmoDnaConfig(PreTrainedConfig):
         corpus_normalization (`bool`, *optional*):
             Standardise the pooled features of the emotion branch per corpus in training and with the target
             corpus's statistics at inference (AdaBN / domain-specific normalisation): first- and second-moment
-            corpus-level alignment. `None` (default) = on for `"emodna"`, off for the baselines.
+            corpus-level alignment. `None` (default) = on for `"emodna"`, off for the baselines. When off with the
+            `"opensmile"` backbone, the functionals are standardised with the source corpora's statistics instead
+            (their raw scales differ by orders of magnitude).
         label_smoothing (`float`, defaults to 0.0): Label smoothing of the source cross-entropy.
         adaptation_method (`str`, defaults to `"emodna"`):
             What [`EmoDnaTrainer`] optimises: `"emodna"`, or a baseline: `"source_only"`, `"dann"`, `"mmd"`.
         use_decoupling, use_class_alignment, use_corpus_alignment (`bool`, default `True`):
             Switch the Emo-DNA components (ablations). Only read when `adaptation_method="emodna"`.
         adaptive_threshold (`bool`, defaults to `True`):
-            Per-class self-adaptive pseudo-label thresholds; `False` uses `fixed_threshold` (ablation).
+            Per-class adaptive pseudo-label thresholds; `False` uses `fixed_threshold` (ablation).
+        pseudo_label_selection (`str`, defaults to `"curriculum"`):
+            The adaptive rule: `"curriculum"` (class-wise thresholds from a memory of recent target predictions that
+            select a share of the target growing with training progress, in proportion to the predicted classes)
+            or `"freematch"` (FreeMatch's self-adaptive thresholds, EMA per step). See docs/method.md.
+        pseudo_label_ramp (`float`, defaults to 0.8):
+            `"curriculum"`: training progress at which the selected share reaches `pseudo_label_max_fraction`
+            (it grows linearly from 0 at `pseudo_label_warmup`).
+        pseudo_label_max_fraction (`float`, defaults to 1.0): `"curriculum"`: the largest selected share.
+        pseudo_label_memory_size (`int`, defaults to 2048):
+            `"curriculum"`: target predictions remembered for the thresholds (at most the target corpus's size).
         fixed_threshold (`float`, defaults to 0.9): Confidence threshold when `adaptive_threshold=False`.
         threshold_momentum (`float`, defaults to 0.99): EMA momentum of the adaptive threshold state.
         corpus_alignment (`str`, defaults to `"adversarial"`): Emo-DNA corpus-level alignment: `"adversarial"` or `"mmd"`.
@@ -91,6 +112,7 @@ class EmoDnaConfig(PreTrainedConfig):
         self,
         backbone_type: str = "tcn",
         backbone_config: dict | PreTrainedConfig | None = None,
+        opensmile_feature_set: str = "eGeMAPSv02",
         sampling_rate: int = 16000,
         freeze_backbone: bool = False,
         freeze_feature_encoder: bool = True,
@@ -124,6 +146,10 @@ class EmoDnaConfig(PreTrainedConfig):
         adaptive_threshold: bool = True,
         fixed_threshold: float = 0.9,
         threshold_momentum: float = 0.99,
+        pseudo_label_selection: str = "curriculum",
+        pseudo_label_ramp: float = 0.8,
+        pseudo_label_max_fraction: float = 1.0,
+        pseudo_label_memory_size: int = 2048,
         corpus_alignment: str = "adversarial",
         class_alignment: str = "contrastive",
         contrastive_temperature: float = 0.1,
@@ -143,11 +169,21 @@ class EmoDnaConfig(PreTrainedConfig):
         _check_choice("adaptation_method", adaptation_method, ADAPTATION_METHODS)
         _check_choice("corpus_alignment", corpus_alignment, CORPUS_ALIGNMENT_TYPES)
         _check_choice("class_alignment", class_alignment, CLASS_ALIGNMENT_TYPES)
+        _check_choice("pseudo_label_selection", pseudo_label_selection, PSEUDO_LABEL_SELECTIONS)
+        _check_choice("opensmile_feature_set", opensmile_feature_set, OPENSMILE_FEATURE_SETS)
+        if not 0.0 <= pseudo_label_warmup <= pseudo_label_ramp <= 1.0:
+            raise ValueError(
+                "Need 0 <= pseudo_label_warmup <= pseudo_label_ramp <= 1, got "
+                f"{pseudo_label_warmup} and {pseudo_label_ramp}."
+            )
+        if not 0.0 < pseudo_label_max_fraction <= 1.0:
+            raise ValueError(f"pseudo_label_max_fraction must be in (0, 1], got {pseudo_label_max_fraction}")
         if num_corpora < 2:
             raise ValueError(f"num_corpora must be >= 2 (at least one source and one target corpus), got {num_corpora}")
 
         self.backbone_type = backbone_type
         self.backbone_config = _build_backbone_config(backbone_type, backbone_config)
+        self.opensmile_feature_set = opensmile_feature_set
         self.sampling_rate = sampling_rate
         self.freeze_backbone = freeze_backbone
         self.freeze_feature_encoder = freeze_feature_encoder
@@ -181,6 +217,10 @@ class EmoDnaConfig(PreTrainedConfig):
         self.adaptive_threshold = adaptive_threshold
         self.fixed_threshold = fixed_threshold
         self.threshold_momentum = threshold_momentum
+        self.pseudo_label_selection = pseudo_label_selection
+        self.pseudo_label_ramp = pseudo_label_ramp
+        self.pseudo_label_max_fraction = pseudo_label_max_fraction
+        self.pseudo_label_memory_size = pseudo_label_memory_size
         self.corpus_alignment = corpus_alignment
         self.class_alignment = class_alignment
         self.contrastive_temperature = contrastive_temperature
@@ -223,7 +263,16 @@ class EmoDnaConfig(PreTrainedConfig):
 
     @property
     def uses_ssl_backbone(self) -> bool:
-        return self.backbone_type != "tcn"
+        return self.backbone_type in SSL_BACKBONE_TYPES
+
+    @property
+    def feature_standardization(self) -> str | None:
+        """How the pooled features are standardised: `"corpus"` (each corpus with its own statistics; the target's
+        at inference), `"source"` (with the source corpora's statistics; openSMILE functionals without corpus
+        normalisation, the classical "source-fitted standardisation") or `None`."""
+        if self.uses_corpus_normalization:
+            return "corpus"
+        return "source" if self.backbone_type == "opensmile" else None
 
     @property
     def uses_corpus_normalization(self) -> bool:
@@ -241,9 +290,9 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 def _build_backbone_config(
     backbone_type: str, backbone_config: dict | PreTrainedConfig | None
 ) -> PreTrainedConfig | None:
-    if backbone_type == "tcn":
+    if backbone_type not in SSL_BACKBONE_TYPES:
         if backbone_config is not None:
-            raise ValueError("backbone_config is only used with an SSL backbone_type, not with 'tcn'.")
+            raise ValueError(f"backbone_config is only used with an SSL backbone_type, not with {backbone_type!r}.")
         return None
     if backbone_config is None:
         return AutoConfig.for_model(backbone_type)

@@ -22,6 +22,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_emodna import EmoDnaConfig
+from .opensmile_emodna import OpenSmileBackbone
 from .tcn_emodna import TemporalConvBackbone
 
 
@@ -121,11 +122,17 @@ class CorpusNormalization(nn.Module):
     (Chang et al., 2019), which aligns the first two moments of every corpus by construction; running statistics
     are tracked from the **target** rows (`corpus_id == num_corpora - 1`) only, because the adapted model is meant
     for the target corpus (AdaBN, Li et al., 2016). In evaluation the running target statistics are used.
+
+    With `per_corpus=False` every row is standardised with the statistics of the *source* rows (all corpora but
+    the target) and the running statistics track the source: the classical source-fitted standardisation, for
+    baselines on features whose raw scales differ (openSMILE functionals).
     """
 
-    def __init__(self, num_features: int, target_corpus_id: int, momentum: float = 0.1, eps: float = 1e-5):
+    def __init__(self, num_features: int, target_corpus_id: int, momentum: float = 0.1, eps: float = 1e-5,
+                 per_corpus: bool = True):
         super().__init__()
         self.target_corpus_id, self.momentum, self.eps = target_corpus_id, momentum, eps
+        self.per_corpus = per_corpus
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
 
@@ -135,19 +142,35 @@ class CorpusNormalization(nn.Module):
         if corpus_ids is None:  # one corpus: plain batch statistics
             corpus_ids = torch.full(features.shape[:1], self.target_corpus_id, device=features.device)
         corpus_ids = corpus_ids.to(features.device)
-        # One-hot group statistics: every corpus in one pass, no Python loop over corpora or host sync.
-        groups = nn.functional.one_hot(corpus_ids, self.target_corpus_id + 1).to(features.dtype)  # (B, K)
+        # Statistics in float32 whatever the autocast dtype: the running buffers are float32, and bf16 sums of
+        # squares lose the small variances that matter.
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return self._normalize_train(features.float(), corpus_ids).to(features.dtype)
+
+    def _normalize_train(self, features: torch.Tensor, corpus_ids: torch.Tensor) -> torch.Tensor:
+        if self.per_corpus:
+            tracked = self.target_corpus_id
+            # One-hot group statistics: every corpus in one pass, no Python loop over corpora or host sync.
+            groups = nn.functional.one_hot(corpus_ids, self.target_corpus_id + 1).to(features.dtype)  # (B, K)
+        else:  # one group: the source rows give the statistics of every row
+            tracked = 0
+            groups = (corpus_ids != self.target_corpus_id).to(features.dtype)[:, None]
         counts = groups.sum(0).clamp(min=1.0)[:, None]
         means = groups.T @ features / counts
-        centered = features - groups @ means
-        # Two-pass variance: E[x^2] - E[x]^2 cancels badly in float32 when features have large means.
-        variances = groups.T @ centered.pow(2) / counts
-        normalized = centered / torch.sqrt(groups @ variances + self.eps)
-        target_rows = groups[:, self.target_corpus_id].sum()
-        if target_rows > 1:
+        if self.per_corpus:
+            centered = features - groups @ means
+            # Two-pass variance: E[x^2] - E[x]^2 cancels badly in float32 when features have large means.
+            variances = groups.T @ centered.pow(2) / counts
+            normalized = centered / torch.sqrt(groups @ variances + self.eps)
+        else:
+            centered = features - means[0]
+            variances = (groups.T @ centered.pow(2)) / counts
+            normalized = centered / torch.sqrt(variances[0] + self.eps)
+        tracked_rows = groups[:, tracked].sum()
+        if tracked_rows > 1:
             with torch.no_grad():
-                self.running_mean.lerp_(means[self.target_corpus_id].detach(), self.momentum)
-                unbiased = variances[self.target_corpus_id].detach() * target_rows / (target_rows - 1)
+                self.running_mean.lerp_(means[tracked].detach(), self.momentum)
+                unbiased = variances[tracked].detach() * tracked_rows / (tracked_rows - 1)
                 self.running_var.lerp_(unbiased, self.momentum)
         return normalized
 
@@ -200,15 +223,19 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
             num_layers = config.backbone_config.num_hidden_layers + 1
             hidden_size = config.backbone_config.hidden_size
         else:
-            self.backbone = TemporalConvBackbone(config)
+            backbone_class = OpenSmileBackbone if config.backbone_type == "opensmile" else TemporalConvBackbone
+            self.backbone = backbone_class(config)
             num_layers, hidden_size = self.backbone.num_layers, self.backbone.hidden_size
         self.layer_sum = WeightedLayerSum(num_layers) if config.use_weighted_layer_sum else None
-        self.pooling = POOLING_CLASSES[config.pooling](hidden_size, config)
+        # Utterance functionals are one "frame": pooling them is the identity whatever config.pooling says.
+        pooling = "mean" if config.backbone_type == "opensmile" else config.pooling
+        self.pooling = POOLING_CLASSES[pooling](hidden_size, config)
         pooled_size, embedding_size = self.pooling.output_size, config.embedding_size
 
+        standardization = config.feature_standardization
         self.corpus_normalization = (
-            CorpusNormalization(pooled_size, target_corpus_id=config.num_corpora - 1)
-            if config.uses_corpus_normalization
+            CorpusNormalization(pooled_size, config.num_corpora - 1, per_corpus=standardization == "corpus")
+            if standardization
             else None
         )
         self.emotion_encoder = _mlp(pooled_size, config.encoder_hidden_size, embedding_size, config.encoder_dropout)
@@ -242,18 +269,13 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
             self.backbone.eval()
         return self
 
-    @property
-    def cacheable_features_are_layers(self) -> bool:
-        """Whether `compute_cacheable_features` returns backbone layers (SSL) rather than front-end frames (tcn)."""
-        return self.config.uses_ssl_backbone
-
     def compute_cacheable_features(
         self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The parameter-free (or frozen) part of the forward pass, to compute once and cache.
 
         Returns `(input_features, feature_mask)`: for the `"tcn"` backbone, MFCC frames `(batch, frames, n_mfcc)`;
-        for a frozen SSL backbone, all hidden layers `(batch, layers, frames, hidden)`. Feed them back through
+        for `"opensmile"`, the functionals `(batch, 1, n_features)`; for a frozen SSL backbone, all hidden layers `(batch, layers, frames, hidden)`. Feed them back through
         `forward(input_features=..., feature_mask=...)`.
         """
         input_values, attention_mask = self._check_waveform(input_values, attention_mask)

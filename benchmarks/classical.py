@@ -1,0 +1,90 @@
+"""The field's classical cross-corpus bar, on the same corpora and splits as the deep methods.
+
+openSMILE eGeMAPS v02 functionals (computed by the same front end as the model's `"opensmile"` backbone) +
+class-balanced logistic regression, with
+
+* `egemaps_lr_source`: standardisation fitted on the source training corpus (applied to the target as is);
+* `egemaps_lr_corpus`: per-corpus standardisation (each corpus with its own mean and std: the classical
+  cross-corpus remedy, which uses the unlabelled target's statistics);
+* `target_supervised`: the ceiling, trained on the *target's own labels* by speaker-independent 5-fold
+  cross-validation (each fold standardised with its training part): what a labelled target would give. It is a
+  reference only; no other method sees target labels.
+
+Each is deterministic (the seed is recorded but changes nothing). Used by `cross_corpus.py`.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold, StratifiedKFold
+
+from emodna_hf.data import UDAData
+from emodna_hf.data.labels import column_values
+from emodna_hf.metrics import classification_metrics
+from emodna_hf.modeling.opensmile_emodna import OpenSmileFunctionals
+
+CLASSICAL_METHODS = ("egemaps_lr_source", "egemaps_lr_corpus", "target_supervised")
+_FEATURES: dict[str, np.ndarray] = {}  # by dataset fingerprint: every method and seed of a direction shares them
+
+
+def functionals(dataset, sampling_rate: int, feature_set: str = "eGeMAPSv02") -> np.ndarray:
+    """`(rows, n_features)` openSMILE functionals of a dataset's `input_values` (raw waveforms)."""
+    key = f"{dataset._fingerprint}-{sampling_rate}-{feature_set}"
+    if key not in _FEATURES:
+        front_end = OpenSmileFunctionals(SimpleNamespace(opensmile_feature_set=feature_set,
+                                                         sampling_rate=sampling_rate))
+        rows = [
+            front_end(torch.as_tensor(np.asarray(wave, np.float32))[None])[0][0, 0].numpy()
+            for wave in column_values(dataset, "input_values")
+        ]
+        _FEATURES[key] = np.stack(rows) if rows else np.zeros((0, front_end.output_size), np.float32)
+    return _FEATURES[key]
+
+
+def _standardize(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    return (features - reference.mean(0)) / (reference.std(0) + 1e-8)
+
+
+def _classifier(seed: int) -> LogisticRegression:
+    return LogisticRegression(max_iter=5000, class_weight="balanced", random_state=seed)
+
+
+def _metrics(predictions: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict[str, Any]:
+    return classification_metrics(predictions, labels, label_names)
+
+
+def run_classical(method: str, data: UDAData, sampling_rate: int, seed: int = 0) -> dict[str, Any]:
+    """Target (and held-out source) metrics of one classical method on one direction's splits."""
+    if method not in CLASSICAL_METHODS:
+        raise ValueError(f"Unknown classical method {method!r}; expected one of {CLASSICAL_METHODS}.")
+    label_names = list(data.label_names)
+    target = functionals(data.target_eval, sampling_rate)
+    target_labels = np.asarray(column_values(data.target_eval, "labels"))
+    if method == "target_supervised":
+        speakers = np.asarray(column_values(data.target_eval, "speaker"))
+        predictions = np.zeros_like(target_labels)
+        n_speakers = len(set(speakers))
+        # Speaker-independent folds where the corpus has speakers; stratified folds otherwise.
+        folds = (GroupKFold(min(5, n_speakers)).split(target, target_labels, speakers) if n_speakers >= 2 else
+                 StratifiedKFold(5, shuffle=True, random_state=seed).split(target, target_labels))
+        for train, test in folds:
+            classifier = _classifier(seed).fit(_standardize(target[train], target[train]), target_labels[train])
+            predictions[test] = classifier.predict(_standardize(target[test], target[train]))
+        return {"target": _metrics(predictions, target_labels, label_names)}
+    source = functionals(data.source_train, sampling_rate)
+    source_labels = np.asarray(column_values(data.source_train, "labels"))
+    classifier = _classifier(seed).fit(_standardize(source, source), source_labels)
+    target_reference = source if method == "egemaps_lr_source" else target
+    record = {"target": _metrics(classifier.predict(_standardize(target, target_reference)), target_labels,
+                                 label_names)}
+    if len(data.source_eval):
+        held_out = functionals(data.source_eval, sampling_rate)
+        held_out_labels = np.asarray(column_values(data.source_eval, "labels"))
+        record["source"] = _metrics(classifier.predict(_standardize(held_out, source)), held_out_labels,
+                                    label_names)
+    return record
