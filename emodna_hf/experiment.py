@@ -714,7 +714,7 @@ def build_model(model_args: ModelArguments, label_names: list[str], corpus_names
                 f"{model.config.backbone_type!r} checkpoint; drop backbone_type or fix it."
             )
         return model
-    if kwargs.get("backbone_type", _CONFIG_DEFAULTS["backbone_type"]) != "tcn":
+    if kwargs.get("backbone_type", _CONFIG_DEFAULTS["backbone_type"]) not in ("tcn", "opensmile"):
         logger.warning("No backbone_name_or_path: the %s backbone starts from random weights.", kwargs["backbone_type"])
     return EmoDnaForAudioClassification(EmoDnaConfig(**kwargs))
 
@@ -1246,7 +1246,9 @@ def evaluate_model(eval_args: EvaluationArguments) -> dict[str, Any]:
         output_dir=str(output_dir), per_device_eval_batch_size=eval_args.batch_size, report_to="none",
         use_cpu=eval_args.use_cpu,
     )
-    trainer = EmoDnaTrainer(model=model, args=args)
+    # The corpus ids here number the evaluated corpora, not the training ones: every row gets the target's
+    # normalisation statistics, as at inference.
+    trainer = EmoDnaTrainer(model=model, args=args, eval_corpus_statistics=False)
     evaluations = [predict_with_embeddings(trainer, ds, f"corpus{i}", label_names) for i, ds in enumerate(datasets)]
     for spec, evaluation in zip(specs, evaluations, strict=True):
         evaluation.name = spec.name

@@ -151,6 +151,11 @@ class EmoDnaTrainer(Trainer):
             present, is dropped before training.
         eval_dataset: e.g. `{"target": ..., "source": ...}`; metrics are UAR, WAR, macro-F1 and per-class recall,
             prefixed `eval_target_`, `eval_source_`.
+        eval_corpus_statistics: in evaluation, give the model each row's `corpus_id`, so that corpus
+            normalisation standardises held-out source rows with their own corpus's statistics (the source UAR then
+            measures the source task, a label-free signal for the target). `False` when the ids do not follow the
+            training corpora (a saved model evaluated on new corpora): every row then gets the target's
+            statistics, as at inference.
         Other arguments are those of `Trainer`. The default collator is [`UDADataCollator`] and the default
         `compute_metrics` is [`make_compute_metrics`] over the model's labels.
     """
@@ -160,7 +165,7 @@ class EmoDnaTrainer(Trainer):
 
     def __init__(self, model=None, args: EmoDnaTrainingArguments | None = None, train_dataset=None,
                  target_dataset: Dataset | None = None, eval_dataset=None, data_collator=None, compute_metrics=None,
-                 **kwargs):
+                 eval_corpus_statistics: bool = True, **kwargs):
         if args is None:
             args = EmoDnaTrainingArguments(output_dir="emodna_output")
         config: EmoDnaConfig = model.config
@@ -175,6 +180,7 @@ class EmoDnaTrainer(Trainer):
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=data_collator, compute_metrics=compute_metrics, **kwargs)
         self.target_corpus_id = config.num_corpora - 1
+        self.eval_corpus_statistics = eval_corpus_statistics
         self.pseudo_labeler = self._build_pseudo_labeler(config, target_dataset).to(self.args.device)
         self.decoupling_loss = ContrastiveDecouplingLoss(config.contrastive_temperature)
         self.class_alignment_loss = (
@@ -252,6 +258,8 @@ class EmoDnaTrainer(Trainer):
                      num_items_in_batch: torch.Tensor | None = None):
         corpus_ids = inputs.pop("corpus_ids", None)
         if not model.training:
+            if corpus_ids is not None and self.eval_corpus_statistics:
+                inputs["corpus_ids"] = corpus_ids
             outputs = model(**inputs)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
         config: EmoDnaConfig = self.accelerator.unwrap_model(model).config

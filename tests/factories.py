@@ -47,7 +47,7 @@ def tiny_config(backbone_type: str = "tcn", labels: list[str] = LABELS, **overri
         projection_size=8,
         discriminator_hidden_size=16,
     )
-    if backbone_type != "tcn":
+    if backbone_type in SSL_TYPES:
         kwargs["backbone_config"] = tiny_ssl_backbone_config(backbone_type)
     kwargs.update(overrides)
     return EmoDnaConfig(backbone_type=backbone_type, **kwargs)

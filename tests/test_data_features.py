@@ -12,10 +12,10 @@ from emodna_hf import EmoDnaForAudioClassification
 from emodna_hf.data import UDADataCollator, cache_features
 
 
-@pytest.mark.parametrize("backbone", ["tcn", "wav2vec2"])
+@pytest.mark.parametrize("backbone", ["tcn", "opensmile", "wav2vec2"])
 def test_cached_features_reproduce_the_waveform_logits(backbone):
     torch.manual_seed(0)
-    overrides = {"freeze_backbone": True} if backbone != "tcn" else {}
+    overrides = {"freeze_backbone": True} if backbone == "wav2vec2" else {}
     model = EmoDnaForAudioClassification(tiny_config(backbone, **overrides)).eval()
     waves = [tone(seconds, 180.0 + 40 * i, seed=i) for i, seconds in enumerate([0.5, 0.8, 0.3])]
     dataset = Dataset.from_dict({"input_values": waves, "labels": [0, 1, 2], "corpus_id": [0, 0, 1]})
@@ -24,12 +24,15 @@ def test_cached_features_reproduce_the_waveform_logits(backbone):
     assert model.training
     model.eval()
     assert "input_values" not in cached.column_names and cached["labels"][:] == [0, 1, 2]
-    if backbone == "tcn":
+    if backbone != "wav2vec2":
         assert isinstance(cached.features["input_features"], Array2D)
     collate = UDADataCollator()
     rows = [cached[i] for i in range(3)]
     frames = [np.asarray(r["input_features"]).shape[-2] for r in rows]
-    assert frames[1] > frames[0] > frames[2]  # valid frames only, no padding stored
+    if backbone == "opensmile":
+        assert frames == [1, 1, 1]  # one vector of functionals per utterance
+    else:
+        assert frames[1] > frames[0] > frames[2]  # valid frames only, no padding stored
     with torch.no_grad():
         from_features = model(**{k: v for k, v in collate(rows).items() if k != "corpus_ids"}).logits
         waveform_batch = collate([dataset[i] for i in range(3)])

@@ -8,7 +8,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification,
 
 from emodna_hf import EmoDnaConfig, EmoDnaForAudioClassification, create_feature_extractor
 
-ALL_BACKBONES = ["tcn", *SSL_TYPES]
+ALL_BACKBONES = ["tcn", "opensmile", *SSL_TYPES]
 
 
 def _model(backbone_type="tcn", **overrides):
@@ -101,7 +101,7 @@ def test_loss_ignores_unlabelled_rows_and_stays_connected():
     assert none.loss.item() == 0.0 and none.loss.requires_grad
 
 
-@pytest.mark.parametrize("backbone_type", ["tcn", "wavlm"])
+@pytest.mark.parametrize("backbone_type", ["tcn", "opensmile", "wavlm"])
 def test_save_load_round_trip_is_exact(tmp_path, backbone_type):
     model = _model(backbone_type)
     model.save_pretrained(tmp_path)
@@ -120,7 +120,7 @@ def test_save_load_round_trip_is_exact(tmp_path, backbone_type):
 
 
 def test_cached_features_give_same_logits():
-    for backbone_type, overrides in [("tcn", {}), ("wav2vec2", {"freeze_backbone": True})]:
+    for backbone_type, overrides in [("tcn", {}), ("opensmile", {}), ("wav2vec2", {"freeze_backbone": True})]:
         model = _model(backbone_type, **overrides)
         x = torch.randn(2, 9000)
         mask = torch.ones(2, 9000, dtype=torch.long)
@@ -131,7 +131,7 @@ def test_cached_features_give_same_logits():
                 model(input_features=features, feature_mask=feature_mask).logits,
                 model(x, attention_mask=mask).logits,
             )
-        assert features.dim() == (4 if backbone_type != "tcn" else 3)
+        assert features.dim() == (4 if backbone_type == "wav2vec2" else 3)
     with pytest.raises(ValueError, match="freeze_backbone"):
         _model("wav2vec2").compute_cacheable_features(torch.randn(1, 8000))
 
@@ -211,11 +211,14 @@ def test_corpus_normalization_standardises_each_corpus_and_tracks_the_target():
         torch.testing.assert_close(rows.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
         variance = raw.var(0, unbiased=False)
         torch.testing.assert_close(rows.pow(2).mean(0), variance / (variance + 1e-5))
-    # Running statistics come from the target rows only (momentum 1: exactly this batch's target moments).
-    torch.testing.assert_close(norm.running_mean, target.mean(0))
-    torch.testing.assert_close(norm.running_var, target.var(0))
+    # Each corpus's running statistics (momentum 1: exactly this batch's moments, unbiased variance).
+    torch.testing.assert_close(norm.running_mean, torch.stack([source.mean(0), target.mean(0)]))
+    torch.testing.assert_close(norm.running_var, torch.stack([source.var(0), target.var(0)]))
     norm.eval()
+    # Inference (no corpus ids) uses the target's statistics; with ids, each row its own corpus's.
     torch.testing.assert_close(norm(target), (target - target.mean(0)) / torch.sqrt(target.var(0) + 1e-5))
+    torch.testing.assert_close(norm(source, torch.zeros(6, dtype=torch.long)),
+                               (source - source.mean(0)) / torch.sqrt(source.var(0) + 1e-5))
 
 
 def test_corpus_normalization_defaults_follow_the_method():
@@ -226,3 +229,41 @@ def test_corpus_normalization_defaults_follow_the_method():
     model = _model(adaptation_method="emodna").train()
     model(torch.randn(4, 8000), corpus_ids=torch.tensor([0, 0, 1, 1]))
     assert not torch.equal(model.corpus_normalization.running_mean, torch.zeros_like(model.corpus_normalization.running_mean))
+
+
+def test_source_standardisation_uses_the_source_rows_for_every_row():
+    from emodna_hf.modeling.modeling_emodna import CorpusNormalization
+
+    norm = CorpusNormalization(3, target_corpus_id=1, momentum=1.0, per_corpus=False).train()
+    source = torch.randn(6, 3) * 5 + 10
+    target = torch.randn(4, 3) * 0.1 - 2
+    out = norm(torch.cat([source, target]), torch.tensor([0] * 6 + [1] * 4))
+    scale = torch.sqrt(source.var(0, unbiased=False) + 1e-5)
+    torch.testing.assert_close(out, (torch.cat([source, target]) - source.mean(0)) / scale)
+    torch.testing.assert_close(norm.running_mean[0], source.mean(0))  # tracked from the source rows
+    torch.testing.assert_close(norm.running_var[0], source.var(0))
+    norm.eval()  # source statistics for every row, with or without corpus ids
+    torch.testing.assert_close(norm(target, torch.ones(4, dtype=torch.long)), norm(target))
+    torch.testing.assert_close(norm(target), (target - source.mean(0)) / torch.sqrt(source.var(0) + 1e-5))
+    # opensmile baselines standardise with the source; Emo-DNA per corpus; tcn baselines not at all
+    assert tiny_config("opensmile", adaptation_method="dann").feature_standardization == "source"
+    assert tiny_config("opensmile").feature_standardization == "corpus"
+    assert tiny_config("tcn", adaptation_method="dann").feature_standardization is None
+    assert not _model("opensmile", adaptation_method="source_only").corpus_normalization.per_corpus
+
+
+def test_corpus_normalization_runs_under_bf16_autocast():
+    from emodna_hf.modeling.modeling_emodna import CorpusNormalization
+
+    norm = CorpusNormalization(4, target_corpus_id=1).train()
+    features = torch.randn(6, 4, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = norm(features, torch.tensor([0, 0, 0, 1, 1, 1]))
+    assert out.dtype == torch.bfloat16 and norm.running_mean.dtype == torch.float32
+    assert not torch.equal(norm.running_mean, torch.zeros(2, 4))
+
+
+def test_opensmile_front_end_refuses_too_short_input():
+    model = _model("opensmile")
+    with pytest.raises(ValueError, match="too short for openSMILE"):
+        model(torch.randn(1, 800))

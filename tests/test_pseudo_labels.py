@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from emodna_hf.pseudo_labels import AdaptiveThresholdPseudoLabeler
+from emodna_hf.pseudo_labels import AdaptiveThresholdPseudoLabeler, CurriculumPseudoLabeler
 
 
 def _random_probs(batch: int, classes: int, seed: int, sharpness: float = 3.0) -> torch.Tensor:
@@ -119,3 +119,66 @@ def test_update_and_select_do_not_touch_autograd_and_keep_devices():
 def test_invalid_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         AdaptiveThresholdPseudoLabeler(**kwargs)
+
+
+# --- CurriculumPseudoLabeler: the default rule -------------------------------------------------------------------
+
+
+def test_curriculum_share_follows_training_progress():
+    labeler = CurriculumPseudoLabeler(num_classes=2, memory_size=100, warmup=0.2, ramp=0.6, max_fraction=0.8)
+    assert [labeler.fraction(p) for p in (0.0, 0.19, 0.2, 0.4, 0.6, 1.0)] == pytest.approx(
+        [0.0, 0.0, 0.0, 0.4, 0.8, 0.8]
+    )
+
+
+def test_curriculum_thresholds_are_the_kth_largest_probability_per_class():
+    labeler = CurriculumPseudoLabeler(num_classes=2, memory_size=8, warmup=0.0, ramp=1.0)
+    # 6 rows predicted class 0 (p0 = 0.9 .. 0.65), 2 predicted class 1 (p1 = 0.8, 0.6): shares 3/4 and 1/4.
+    probs = torch.tensor([[0.9, 0.1], [0.85, 0.15], [0.8, 0.2], [0.75, 0.25], [0.7, 0.3], [0.65, 0.35],
+                          [0.2, 0.8], [0.4, 0.6]])
+    labeler.update(probs)
+    # progress 0.5: select 4 of 8 rows, k_0 = round(4 * 3/4) = 3, k_1 = round(4 * 1/4) = 1.
+    torch.testing.assert_close(labeler.thresholds(0.5), torch.tensor([0.8, 0.8]))
+    labels, mask = labeler.select(probs, 0.5)
+    assert mask.tolist() == [True, True, True, False, False, False, True, False]
+    assert labels.tolist() == [0, 0, 0, 0, 0, 0, 1, 1]  # unselected rows keep their argmax
+    # nothing before the warm-up, everything at the end of the ramp
+    assert torch.isinf(CurriculumPseudoLabeler(2, warmup=0.3).thresholds(0.1)).all()
+    assert labeler.select(probs, 1.0)[1].all()
+
+
+def test_curriculum_keeps_the_predicted_class_imbalance():
+    labeler = CurriculumPseudoLabeler(num_classes=3, memory_size=300, warmup=0.0, ramp=1.0)
+    probs = _random_probs(300, 3, seed=0)
+    labeler.update(probs)
+    labels, mask = labeler.select(probs, 0.5)
+    predicted = torch.bincount(probs.argmax(1), minlength=3).float()
+    selected = torch.bincount(labels[mask], minlength=3).float()
+    assert mask.float().mean().item() == pytest.approx(0.5, abs=0.02)
+    torch.testing.assert_close(selected / selected.sum(), predicted / predicted.sum(), atol=0.03, rtol=0)
+
+
+def test_curriculum_selection_does_not_depend_on_the_run_length():
+    """The same predictions at the same training progress select the same rows, in 50 steps or 5000."""
+    probs = _random_probs(64, 4, seed=3)
+    masks = []
+    for steps in (50, 5000):
+        labeler = CurriculumPseudoLabeler(num_classes=4, memory_size=64)
+        for _ in range(min(steps, 20)):  # the memory holds the last 64 rows whatever the number of updates
+            labeler.update(probs)
+        masks.append(labeler.select(probs, progress=0.5)[1])
+    assert torch.equal(masks[0], masks[1]) and 0 < masks[0].sum() < len(probs)
+
+
+def test_curriculum_memory_is_a_ring_restored_by_state_dict():
+    labeler = CurriculumPseudoLabeler(num_classes=2, memory_size=4)
+    first, second = _random_probs(3, 2, seed=1), _random_probs(3, 2, seed=2)
+    labeler.update(first)
+    labeler.update(second)
+    assert int(labeler.memory_count) == 4 and int(labeler.memory_position) == 2
+    torch.testing.assert_close(labeler.memory, torch.cat([second[1:], first[2:], second[:1]]))
+    restored = CurriculumPseudoLabeler(num_classes=2, memory_size=4)
+    restored.load_state_dict(labeler.state_dict())
+    torch.testing.assert_close(restored.thresholds(0.7), labeler.thresholds(0.7))
+    with pytest.raises(ValueError, match="warmup"):
+        CurriculumPseudoLabeler(2, warmup=0.9, ramp=0.5)

@@ -71,7 +71,10 @@ def test_recipe_output_folder(trained_run):
             "modeling_emodna.py", "tcn_emodna.py", "README.md", "metrics.json", "confusion_matrix.png",
             "embeddings.png"} <= names
     assert "training_args.bin" not in names and not any(n.startswith("checkpoint-") for n in names)
-    assert any((output / "runs").rglob("events.out.tfevents.*"))  # TensorBoard, installed and not opted out
+    from transformers.integrations import is_tensorboard_available
+
+    if is_tensorboard_available():  # TensorBoard logs when it is installed and not opted out
+        assert any((output / "runs").rglob("events.out.tfevents.*"))
 
     config = json.loads((output / "config.json").read_text())
     assert set(config["auto_map"]) >= {"AutoConfig", "AutoModel", "AutoModelForAudioClassification"}

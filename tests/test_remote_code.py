@@ -28,7 +28,7 @@ def run_remote_code_check(model_dir: Path, waveforms: np.ndarray, workdir: Path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone_type", ["tcn", "hubert"])
+@pytest.mark.parametrize("backbone_type", ["tcn", "opensmile", "hubert"])
 def test_remote_code_load_without_emodna_hf(tmp_path, backbone_type):
     torch.manual_seed(0)
     model = EmoDnaForAudioClassification(tiny_config(backbone_type)).eval()

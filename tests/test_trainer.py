@@ -77,12 +77,22 @@ def test_each_loss_term_is_logged(tmp_path, method):
         expected |= {"domain_accuracy", "grl_coefficient"}
     if method == "emodna":
         expected |= {"loss_decoupling", "loss_corpus_classification", "loss_class_alignment", "loss_pseudo_label",
-                     "pseudo_label_mask_rate", "threshold_global", "threshold_angry", "threshold_sad"}
+                     "pseudo_label_mask_rate", "pseudo_label_target_fraction", "threshold_angry", "threshold_sad"}
     assert expected <= logged, expected - logged
     if method == "source_only":
         assert not any(k.startswith(("loss_corpus", "loss_decoupling", "threshold")) for k in logged)
     metrics = trainer.evaluate()
     assert {"eval_target_uar", "eval_target_war", "eval_target_macro_f1", "eval_target_recall_angry"} <= set(metrics)
+
+
+@pytest.mark.slow
+def test_freematch_rule_logs_its_global_threshold(tmp_path):
+    trainer = make_trainer(tmp_path, method="emodna")
+    trainer.model.config.pseudo_label_selection = "freematch"
+    trainer.pseudo_labeler = trainer._build_pseudo_labeler(trainer.model.config, None)
+    trainer.train()
+    logged = set().union(*(row.keys() for row in trainer.state.log_history if "loss" in row))
+    assert {"threshold_global", "pseudo_label_mask_rate"} <= logged and "pseudo_label_target_fraction" not in logged
 
 
 @pytest.mark.slow
@@ -118,16 +128,17 @@ def test_resume_continues_exactly(tmp_path):
     first.train()
     checkpoint = tmp_path / "b" / "out" / "checkpoint-4"
     saved_state = load_file(checkpoint / PSEUDO_LABELER_STATE)
-    assert set(saved_state) == {"global_confidence", "class_marginals"}
+    assert set(saved_state) == {"memory", "memory_count", "memory_position"}  # the curriculum rule's state
     resumed = make_trainer(tmp_path / "c", max_steps=8)
     resumed.train(resume_from_checkpoint=str(checkpoint))
 
-    # The restored thresholds are those of step 4, not the fresh initial ones...
-    assert not torch.allclose(saved_state["class_marginals"], torch.full((4,), 0.25))
+    # The restored memory is that of step 4, not the fresh empty one...
+    assert int(saved_state["memory_count"]) > 0 and saved_state["memory"].abs().sum() > 0
     # ...and training continues to the same weights and pseudo-label state as the uninterrupted run.
     for name, tensor in straight.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
-    torch.testing.assert_close(resumed.pseudo_labeler.class_marginals, straight.pseudo_labeler.class_marginals)
+    for name, tensor in straight.pseudo_labeler.state_dict().items():
+        torch.testing.assert_close(resumed.pseudo_labeler.state_dict()[name], tensor, msg=name)
 
 
 def test_missing_corpus_column_is_a_clear_error(tmp_path):
@@ -140,3 +151,22 @@ def test_missing_corpus_column_is_a_clear_error(tmp_path):
         EmoDnaTrainer(model=EmoDnaForAudioClassification(tiny_config()),
                       args=EmoDnaTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none"),
                       train_dataset=toy_corpus(0, 8, 0.0, seed=1))
+
+
+@pytest.mark.slow
+def test_held_out_source_is_evaluated_under_its_own_statistics(tmp_path):
+    trainer = make_trainer(tmp_path, method="emodna")
+    trainer.train()
+    source = toy_corpus(0, 8, 0.0, seed=5)
+    own = trainer.predict(source).predictions
+    model = trainer.model.eval()
+    norm = model.corpus_normalization
+    assert not torch.allclose(norm.running_mean[0], norm.running_mean[1])
+    with torch.no_grad():
+        inputs = trainer.data_collator([source[i] for i in range(len(source))])
+        expected = model(inputs["input_values"], inputs["attention_mask"], corpus_ids=inputs["corpus_ids"]).logits
+        as_target = model(inputs["input_values"], inputs["attention_mask"]).logits
+    np.testing.assert_allclose(own, expected.numpy(), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(own, as_target.numpy(), atol=1e-3)
+    trainer.eval_corpus_statistics = False  # e.g. a saved model on new corpora: the target's statistics
+    np.testing.assert_allclose(trainer.predict(source).predictions, as_target.numpy(), rtol=1e-5, atol=1e-5)

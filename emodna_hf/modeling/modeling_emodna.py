@@ -119,12 +119,14 @@ class CorpusNormalization(nn.Module):
     """Standardises pooled features with the statistics of their own corpus (AdaBN / domain-specific BN).
 
     In training, the rows of each corpus in the batch are standardised with that corpus's batch mean and variance
-    (Chang et al., 2019), which aligns the first two moments of every corpus by construction; running statistics
-    are tracked from the **target** rows (`corpus_id == num_corpora - 1`) only, because the adapted model is meant
-    for the target corpus (AdaBN, Li et al., 2016). In evaluation the running target statistics are used.
+    (Chang et al., 2019), which aligns the first two moments of every corpus by construction, and each corpus's
+    running statistics are tracked (`running_mean`, `running_var`: `(num_corpora, features)`). In evaluation a row
+    is standardised with the running statistics of its corpus when `corpus_ids` are given (e.g. the held-out
+    source, judged under its own statistics), and with the **target**'s (`corpus_id == num_corpora - 1`) when they
+    are not, which is inference: the adapted model is meant for the target corpus (AdaBN, Li et al., 2016).
 
     With `per_corpus=False` every row is standardised with the statistics of the *source* rows (all corpora but
-    the target) and the running statistics track the source: the classical source-fitted standardisation, for
+    the target), tracked in one row of running statistics: the classical source-fitted standardisation, for
     baselines on features whose raw scales differ (openSMILE functionals).
     """
 
@@ -133,45 +135,50 @@ class CorpusNormalization(nn.Module):
         super().__init__()
         self.target_corpus_id, self.momentum, self.eps = target_corpus_id, momentum, eps
         self.per_corpus = per_corpus
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
+        groups = target_corpus_id + 1 if per_corpus else 1
+        self.register_buffer("running_mean", torch.zeros(groups, num_features))
+        self.register_buffer("running_var", torch.ones(groups, num_features))
+
+    def _groups(self, corpus_ids: torch.Tensor) -> torch.Tensor:
+        """One-hot `(batch, groups)` of the statistics each row is standardised with."""
+        if self.per_corpus:
+            return nn.functional.one_hot(corpus_ids, self.target_corpus_id + 1)
+        return (corpus_ids != self.target_corpus_id)[:, None]  # the source rows give everyone's statistics
 
     def forward(self, features: torch.Tensor, corpus_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if corpus_ids is not None:
+            corpus_ids = corpus_ids.to(features.device)
         if not self.training:
-            return (features - self.running_mean) / torch.sqrt(self.running_var + self.eps)
+            if corpus_ids is None or not self.per_corpus:
+                row = -1 if self.per_corpus else 0
+                return (features - self.running_mean[row]) / torch.sqrt(self.running_var[row] + self.eps)
+            return (features - self.running_mean[corpus_ids]) / torch.sqrt(self.running_var[corpus_ids] + self.eps)
         if corpus_ids is None:  # one corpus: plain batch statistics
             corpus_ids = torch.full(features.shape[:1], self.target_corpus_id, device=features.device)
-        corpus_ids = corpus_ids.to(features.device)
         # Statistics in float32 whatever the autocast dtype: the running buffers are float32, and bf16 sums of
         # squares lose the small variances that matter.
         with torch.autocast(device_type=features.device.type, enabled=False):
             return self._normalize_train(features.float(), corpus_ids).to(features.dtype)
 
     def _normalize_train(self, features: torch.Tensor, corpus_ids: torch.Tensor) -> torch.Tensor:
-        if self.per_corpus:
-            tracked = self.target_corpus_id
-            # One-hot group statistics: every corpus in one pass, no Python loop over corpora or host sync.
-            groups = nn.functional.one_hot(corpus_ids, self.target_corpus_id + 1).to(features.dtype)  # (B, K)
-        else:  # one group: the source rows give the statistics of every row
-            tracked = 0
-            groups = (corpus_ids != self.target_corpus_id).to(features.dtype)[:, None]
-        counts = groups.sum(0).clamp(min=1.0)[:, None]
+        # One-hot group statistics: every group in one pass, no Python loop over corpora or host sync.
+        groups = self._groups(corpus_ids).to(features.dtype)  # (B, G)
+        rows = groups.sum(0)
+        counts = rows.clamp(min=1.0)[:, None]
         means = groups.T @ features / counts
+        # Two-pass variance: E[x^2] - E[x]^2 cancels badly in float32 when features have large means. (Rows
+        # outside every group, the target rows in source mode, are centred on 0 here but weigh 0 in the sum.)
+        variances = groups.T @ (features - groups @ means).pow(2) / counts
         if self.per_corpus:
-            centered = features - groups @ means
-            # Two-pass variance: E[x^2] - E[x]^2 cancels badly in float32 when features have large means.
-            variances = groups.T @ centered.pow(2) / counts
-            normalized = centered / torch.sqrt(groups @ variances + self.eps)
+            normalized = (features - groups @ means) / torch.sqrt(groups @ variances + self.eps)
         else:
-            centered = features - means[0]
-            variances = (groups.T @ centered.pow(2)) / counts
-            normalized = centered / torch.sqrt(variances[0] + self.eps)
-        tracked_rows = groups[:, tracked].sum()
-        if tracked_rows > 1:
-            with torch.no_grad():
-                self.running_mean.lerp_(means[tracked].detach(), self.momentum)
-                unbiased = variances[tracked].detach() * tracked_rows / (tracked_rows - 1)
-                self.running_var.lerp_(unbiased, self.momentum)
+            normalized = (features - means[0]) / torch.sqrt(variances[0] + self.eps)
+        with torch.no_grad():
+            # Groups with at least two rows in the batch move their running statistics (unbiased variance).
+            moving = (rows > 1).to(features.dtype)[:, None] * self.momentum
+            unbiased = variances * (rows / (rows - 1).clamp(min=1.0))[:, None]
+            self.running_mean.lerp_(means.detach(), moving)
+            self.running_var.lerp_(unbiased.detach(), moving)
         return normalized
 
 
@@ -359,8 +366,9 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
             input_features: Cached output of [`compute_cacheable_features`], instead of `input_values`.
             feature_mask (`(batch, frames)`): Valid-frame mask of `input_features`.
             labels (`(batch,)`): Emotion ids; `-100` marks rows without a label (unlabelled target rows).
-            corpus_ids (`(batch,)`): Corpus of each row (target = `num_corpora - 1`); used in training by the
-                corpus normalisation (each corpus standardised with its own statistics).
+            corpus_ids (`(batch,)`): Training corpus of each row (target = `num_corpora - 1`), for the corpus
+                normalisation: in training each corpus is standardised with its batch statistics; in evaluation
+                with its running statistics (without ids, inference: the target's).
             output_embeddings: Also return the embeddings, projections and corpus logits used by the UDA losses.
             gradient_reversal_coefficient: Scale of the reversed gradient reaching the emotion encoder from the
                 corpus discriminator (the DANN schedule's current value).
