@@ -73,7 +73,7 @@ METHOD_NAMES = {
 METHOD_DESCRIPTIONS = {
     "emodna": "Contrastive decoupling of an emotion-relevant from a corpus-specific embedding, class-level "
     "alignment of confidently pseudo-labelled target utterances with source utterances of the same emotion "
-    "(self-adaptive thresholds), and corpus-level alignment of the emotion embedding.",
+    "(adaptive class-wise thresholds), and corpus-level alignment of the emotion embedding.",
     "source_only": "Trained on the labelled source corpora only; the target corpus is not used in training.",
     "dann": "A corpus discriminator behind a gradient reversal layer makes the emotion embedding corpus-invariant.",
     "mmd": "The MMD between source and target emotion embeddings is minimised.",
@@ -243,14 +243,17 @@ def check_corpus_source(name: str, source: str, *, must_exist: bool = True) -> s
     With `must_exist=False` (parse time) a path that does not exist yet passes; `DataArguments.check_sources`
     (run time, before any loading) requires it.
     """
+    from .data import ESPEAK_PRESETS
+
+    presets = sorted({*PRESETS, *ESPEAK_PRESETS})  # source-filter and espeak-ng presets
     if not isinstance(source, str) or not source.strip():
         raise ValueError(f"Corpus {name!r}: empty dataset source.")
     if source.startswith("synthetic:"):
         preset = source.split(":", 1)[1]
-        if preset not in PRESETS:
+        if preset not in presets:
             raise ValueError(
                 f"Corpus {name!r}: unknown synthetic preset {preset!r}; known: "
-                f"{', '.join('synthetic:' + p for p in sorted(PRESETS))}."
+                f"{', '.join('synthetic:' + p for p in presets)}."
             )
         return "synthetic"
     path = Path(source).expanduser()
@@ -265,7 +268,7 @@ def check_corpus_source(name: str, source: str, *, must_exist: bool = True) -> s
     if looks_like_path or not _HUB_ID.match(source):
         raise ValueError(
             f"Corpus {name!r}: dataset source {source!r} is neither an existing local file or folder, nor "
-            "'synthetic:<preset>' (presets: " + ", ".join(sorted(PRESETS)) + "), nor a Hub dataset id "
+            "'synthetic:<preset>' (presets: " + ", ".join(presets) + "), nor a Hub dataset id "
             "('name' or 'owner/name'). Fix the path or the id."
         )
     return "hub"
@@ -885,6 +888,7 @@ def _method_info(config: EmoDnaConfig) -> dict[str, Any]:
             use_decoupling=config.use_decoupling, use_class_alignment=config.use_class_alignment,
             use_corpus_alignment=config.use_corpus_alignment, corpus_alignment=config.corpus_alignment,
             class_alignment=config.class_alignment, adaptive_threshold=config.adaptive_threshold,
+            pseudo_label_selection=config.pseudo_label_selection if config.adaptive_threshold else "fixed",
             decoupling_weight=config.decoupling_weight, class_alignment_weight=config.class_alignment_weight,
             pseudo_label_weight=config.pseudo_label_weight, corpus_alignment_weight=config.corpus_alignment_weight,
             corpus_classification_weight=config.corpus_classification_weight,

@@ -1,8 +1,10 @@
-"""Adaptive-threshold pseudo-labelling of unlabelled target samples (reconstruction; see ``docs/method.md``).
+"""Adaptive-threshold pseudo-labelling of unlabelled target samples (reconstruction; see ``docs/method.md`` §3.4).
 
 Emo-DNA selects "confident" target samples with an *adaptive threshold* before class-level alignment; the rule
-itself is not published. This module implements FreeMatch's self-adaptive thresholding (Wang et al., ICLR
-2023), with a fixed-threshold mode for the "fixed instead of adaptive" ablation.
+itself is not published. Two rules are here: :class:`CurriculumPseudoLabeler` (the default: class-wise thresholds
+that select a share of the target growing with training progress) and :class:`AdaptiveThresholdPseudoLabeler`
+(FreeMatch's self-adaptive thresholding, Wang et al., ICLR 2023, with a fixed-threshold mode for the "fixed
+instead of adaptive" ablation).
 """
 
 from __future__ import annotations
