@@ -58,12 +58,30 @@ def _metrics(predictions: np.ndarray, labels: np.ndarray, label_names: list[str]
     return classification_metrics(predictions, labels, label_names)
 
 
-def run_classical(method: str, data: UDAData, sampling_rate: int, seed: int = 0) -> dict[str, Any]:
-    """Target (and held-out source) metrics of one classical method on one direction's splits."""
+def _per_speaker(features: np.ndarray, dataset) -> np.ndarray:
+    """Each speaker's functionals standardised with that speaker's statistics (speaker normalisation)."""
+    speakers = np.asarray(column_values(dataset, "speaker"))
+    out = np.empty_like(features)
+    for speaker in np.unique(speakers):
+        rows = speakers == speaker
+        out[rows] = _standardize(features[rows], features[rows])
+    return out
+
+
+def run_classical(method: str, data: UDAData, sampling_rate: int, seed: int = 0,
+                  speaker_normalization: bool = False) -> dict[str, Any]:
+    """Target (and held-out source) metrics of one classical method on one direction's splits.
+
+    With `speaker_normalization`, every corpus's functionals are first standardised per speaker.
+    """
     if method not in CLASSICAL_METHODS:
         raise ValueError(f"Unknown classical method {method!r}; expected one of {CLASSICAL_METHODS}.")
     label_names = list(data.label_names)
-    target = functionals(data.target_eval, sampling_rate)
+    def features(dataset):
+        values = functionals(dataset, sampling_rate)
+        return _per_speaker(values, dataset) if speaker_normalization else values
+
+    target = features(data.target_eval)
     target_labels = np.asarray(column_values(data.target_eval, "labels"))
     if method == "target_supervised":
         speakers = np.asarray(column_values(data.target_eval, "speaker"))
@@ -76,14 +94,14 @@ def run_classical(method: str, data: UDAData, sampling_rate: int, seed: int = 0)
             classifier = _classifier(seed).fit(_standardize(target[train], target[train]), target_labels[train])
             predictions[test] = classifier.predict(_standardize(target[test], target[train]))
         return {"target": _metrics(predictions, target_labels, label_names)}
-    source = functionals(data.source_train, sampling_rate)
+    source = features(data.source_train)
     source_labels = np.asarray(column_values(data.source_train, "labels"))
     classifier = _classifier(seed).fit(_standardize(source, source), source_labels)
     target_reference = source if method == "egemaps_lr_source" else target
     record = {"target": _metrics(classifier.predict(_standardize(target, target_reference)), target_labels,
                                  label_names)}
     if len(data.source_eval):
-        held_out = functionals(data.source_eval, sampling_rate)
+        held_out = features(data.source_eval)
         held_out_labels = np.asarray(column_values(data.source_eval, "labels"))
         record["source"] = _metrics(classifier.predict(_standardize(held_out, source)), held_out_labels,
                                     label_names)

@@ -335,7 +335,8 @@ def main(argv: list[str] | None = None) -> None:
             if method in CLASSICAL:
                 from classical import run_classical  # benchmarks/ is the script's folder
 
-                record = run_classical(method, data, base_data.sampling_rate, seed)
+                record = run_classical(method, data, base_data.sampling_rate, seed,
+                                       speaker_normalization=base_data.speaker_normalization)
                 record["train"] = {"steps": 0, "runtime_s": None}
             else:
                 with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):

@@ -381,6 +381,12 @@ class DataArguments:
         default=300, metadata={"help": "Utterances per corpus in the 2-D embedding projection plot."}
     )
     projection: str = field(default="pca", metadata={"help": "Embedding projection: 'pca' or 'tsne'."})
+    speaker_normalization: bool = field(
+        default=False,
+        metadata={"help": "Standardise the cached features per speaker (speaker ids are metadata, not emotion "
+                  "labels). Results are not comparable with speaker-free ones, and the saved model's pipeline on "
+                  "raw audio does not apply it: for studies, not for deployment."},
+    )
 
     def __post_init__(self):
         if self.scheme not in SCHEMES:
@@ -659,15 +665,17 @@ def normalize_waveforms(dataset: Dataset, feature_extractor, desc: str) -> Datas
 
 
 def prepare_inputs(data: UDAData, model: EmoDnaForAudioClassification, feature_extractor,
-                   cache_features: bool | None = None, batch_size: int = 16) -> tuple[UDAData, bool]:
+                   cache_features: bool | None = None, batch_size: int = 16,
+                   speaker_normalization: bool = False) -> tuple[UDAData, bool]:
     """Normalised waveforms for every split, then (when wanted) cached backbone features.
 
     `cache_features=None` caches when the cached part is parameter-free or frozen (the tcn front end, a frozen
     SSL backbone): training then skips it every epoch and gives the same logits. The target's train and eval
-    rows are the same utterances: they are processed once. Returns the new data and whether features were
-    cached.
+    rows are the same utterances: they are processed once. `speaker_normalization` standardises the cached
+    features per speaker (`standardize_per_speaker`). Returns the new data and whether features were cached.
     """
     from .data import cache_features as compute_cached_features
+    from .data import standardize_per_speaker
 
     source_train = normalize_waveforms(data.source_train, feature_extractor, "Normalising source (train)")
     source_eval = normalize_waveforms(data.source_eval, feature_extractor, "Normalising source (eval)")
@@ -682,6 +690,12 @@ def prepare_inputs(data: UDAData, model: EmoDnaForAudioClassification, feature_e
             compute_cached_features(ds, model, batch_size=batch_size) if len(ds) else ds
             for ds in (source_train, source_eval, target_eval)
         )
+    if speaker_normalization:
+        if not cached:
+            raise ValueError("speaker_normalization works on cached features: use the tcn or opensmile backbone, "
+                             "or a frozen SSL backbone, with cache_features.")
+        source_train, source_eval, target_eval = (
+            standardize_per_speaker(ds) for ds in (source_train, source_eval, target_eval))
     target_train = target_eval.remove_columns("labels")
     return dataclasses.replace(data, source_train=source_train, source_eval=source_eval,
                                target_train=target_train, target_eval=target_eval), cached
@@ -1007,7 +1021,8 @@ def run_experiment(
     model.to(args.device)  # feature caching runs the backbone: on the training device
     with args.main_process_first(desc="preparing inputs"):
         inputs, cached = prepare_inputs(data, model, feature_extractor, model_args.cache_features,
-                                        batch_size=args.per_device_eval_batch_size)
+                                        batch_size=args.per_device_eval_batch_size,
+                                        speaker_normalization=data_args.speaker_normalization)
     logger.info("Training %s on %d source and %d target utterances%s.", model.config.adaptation_method,
                 len(inputs.source_train), len(inputs.target_train), " (cached features)" if cached else "")
 
@@ -1033,7 +1048,9 @@ def run_experiment(
             "sources": [s.name for s in sources], "target": target.name, "scheme": data_args.scheme,
             "label_names": list(data.label_names), "corpus_names": list(data.corpus_names),
             "protocol": "transductive UDA: the target metrics are computed on the unlabelled target utterances "
-                        "used for adaptation; target labels were used for evaluation only.",
+                        "used for adaptation; target labels were used for evaluation only."
+                        + (" Features were standardised per speaker (speaker ids used; not comparable with "
+                           "speaker-free results)." if data_args.speaker_normalization else ""),
         },
         "target": dict(_summary_metrics(by_name["target"]), corpus=target.name),
     }
@@ -1042,7 +1059,7 @@ def run_experiment(
     record["train"] = {
         "runtime_s": train_metrics.get("train_runtime"), "loss": train_metrics.get("train_loss"),
         "steps": train_result.global_step, "epochs": train_metrics.get("epoch"),
-        "cached_features": cached,
+        "cached_features": cached, "speaker_normalization": data_args.speaker_normalization,
     }
     record["data"] = {
         name: {k: info[k] for k in ("source_kind", "n", "classes", "dropped")} for name, info in corpora.items()

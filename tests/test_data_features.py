@@ -42,3 +42,20 @@ def test_cached_features_reproduce_the_waveform_logits(backbone):
     torch.testing.assert_close(from_features, from_waves, atol=1e-5, rtol=1e-4)
     kept = cache_features(dataset, model, keep_input_values=True)
     assert {"input_values", "input_features"} <= set(kept.column_names)
+
+
+def test_standardize_per_speaker_uses_each_speakers_statistics():
+    from emodna_hf.data import standardize_per_speaker
+
+    rng = np.random.default_rng(0)
+    rows = [rng.normal(loc, scale, size=(1, 3)).astype(np.float32)
+            for loc, scale in [(5, 1), (5, 1), (5, 1), (-3, 0.1), (-3, 0.1)]]
+    dataset = Dataset.from_dict({"input_features": rows, "speaker": ["a:1"] * 3 + ["a:2"] * 2, "labels": [0] * 5})
+    dataset = dataset.cast_column("input_features", Array2D(shape=(None, 3), dtype="float32"))
+    out = np.concatenate([np.asarray(r) for r in standardize_per_speaker(dataset)["input_features"]])
+    raw = np.concatenate(rows)
+    for speaker_rows in (slice(0, 3), slice(3, 5)):
+        expected = (raw[speaker_rows] - raw[speaker_rows].mean(0)) / (raw[speaker_rows].std(0) + 1e-5)
+        np.testing.assert_allclose(out[speaker_rows], expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="'speaker'"):
+        standardize_per_speaker(dataset.remove_columns("speaker"))

@@ -1,9 +1,11 @@
-"""Data layer: label harmonisation, audio decoding, corpus loading, synthetic corpora, UDA splits, batches."""
+"""Data layer: label harmonisation, audio decoding, corpus loading, synthetic corpora (source-filter and
+espeak-ng), UDA splits, batches."""
 
 from .assembly import UDAData, build_uda_data, split_source
 from .audio import AudioDecodeError, load_audio
 from .collator import UDADataCollator
-from .features import cache_features
+from .espeak import ESPEAK_PRESETS, EspeakPreset, make_espeak_corpus
+from .features import cache_features, standardize_per_speaker
 from .labels import (
     CANONICAL_EMOTIONS,
     CORPUS_LABEL_MAPS,
@@ -28,12 +30,14 @@ __all__ = [
     "CORPUS_LABEL_MAPS",
     "EMOTIONS",
     "EMOTION_PROFILES",
+    "ESPEAK_PRESETS",
     "PRESETS",
     "SCHEMES",
     "SCHEME_MAPS",
     "AudioDecodeError",
     "CorpusSpec",
     "EmotionProfile",
+    "EspeakPreset",
     "SyntheticPreset",
     "UDAData",
     "UDADataCollator",
@@ -44,7 +48,9 @@ __all__ = [
     "iemocap_label_map",
     "load_audio",
     "load_corpus",
+    "make_espeak_corpus",
     "make_synthetic_corpus",
     "output_features",
     "split_source",
+    "standardize_per_speaker",
 ]

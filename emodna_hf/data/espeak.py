@@ -11,10 +11,10 @@ slightly faster; sad = slower, lower, narrow range, quieter, duller, longer paus
 afterwards: espeak's `-a` is a plain linear gain that clips above about 60, and it has no spectral-tilt
 option. Per-utterance random departures make the classes overlap as they do in acted corpora.
 
-Room, noise, channel and level follow `synthetic.py` (its helpers are reused), so the presets differ as real
-corpora do: language, speaker population, speaking rate, expressiveness, label priors, room, noise, channel and
-sampling rate. Requires the `espeak-ng` binary (Debian/Ubuntu: `apt-get install espeak-ng`); nothing is
-downloaded at run time. The same preset, seed, sizes and espeak-ng version give identical arrays.
+Room, noise, channel and level follow `synthetic.py` (its helpers are reused), so the presets differ as
+real corpora do: language, speaker population, speaking rate, expressiveness, label priors, room, noise,
+channel and sampling rate. Requires the `espeak-ng` binary (Debian/Ubuntu: `apt-get install espeak-ng`);
+nothing is downloaded at run time. The same preset, seed, sizes and espeak-ng version give identical arrays.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from datasets import Dataset
 from scipy import signal
 
 from .synthetic import _FEATURES, _FS, _REF_RMS, EMOTIONS, _channel, _noise_bank, _room_impulse_response
+from .synthetic import _SOURCE_CRC as _SYNTHETIC_CRC
 
 _ESPEAK_FS = 22050  # espeak-ng's native output rate
 
@@ -93,7 +94,8 @@ ESPEAK_PRESETS: dict[str, EspeakPreset] = {
         labels=("angry", "happy", "neutral", "sad"),
         language="en",
         voices=(
-            "en-us+m1", "en+f2", "en-us+m3", "en-gb-x-rp+f4", "en+m5", "en-us+f1", "en-gb-scotland+m7", "en+f5"
+            "en-us+m1", "en+f2", "en-us+m3", "en-gb-x-rp+f4",
+            "en+m5", "en-us+f1", "en-gb-scotland+m7", "en+f5",
         ),
         priors=(0.25, 0.25, 0.25, 0.25),
         sampling_rate=16000,
@@ -142,7 +144,8 @@ ESPEAK_PRESETS: dict[str, EspeakPreset] = {
     ),
 }
 
-# Emotionally neutral sentences, as in acted corpora (EmoDB, CREMA-D): the words carry no emotion, the voice does.
+# Emotionally neutral sentences, as in acted corpora (EmoDB, CREMA-D): the words carry no emotion, the
+# voice does.
 SENTENCES: dict[str, tuple[str, ...]] = {
     "en": (
         "The box is on the table.", "It is eleven o'clock.", "We will take the bus today.",
@@ -155,8 +158,9 @@ SENTENCES: dict[str, tuple[str, ...]] = {
     "de": (
         "Der Zug fährt um acht Uhr ab.", "Das Buch liegt auf dem Tisch.", "Wir treffen uns am Montag.",
         "Die Tür ist offen.", "Er hat den Schlüssel in die Schublade gelegt.", "Heute ist Dienstag.",
-        "Sie wohnt in der zweiten Etage.", "Das Auto steht vor dem Haus.", "Ich habe es auf einen Zettel geschrieben.",
-        "Der Laden schließt um sechs.", "Wir haben über das Wetter gesprochen.", "Die Lampe steht neben dem Fenster.",
+        "Sie wohnt in der zweiten Etage.", "Das Auto steht vor dem Haus.",
+        "Ich habe es auf einen Zettel geschrieben.", "Der Laden schließt um sechs.",
+        "Wir haben über das Wetter gesprochen.", "Die Lampe steht neben dem Fenster.",
         "Morgen kommt der Brief an.", "Im Zimmer stehen vier Stühle.", "Er trinkt seinen Kaffee ohne Zucker.",
         "Das Papier ist im Schrank.", "Sie sind in eine neue Straße gezogen.",
     ),
@@ -190,7 +194,8 @@ def espeak_version() -> str:
     if exe is None:
         raise RuntimeError(
             "The espeak-ng presets need the espeak-ng synthesiser, which is not on PATH. Install the "
-            "`espeak-ng` package (Debian/Ubuntu: `apt-get install espeak-ng`; macOS: `brew install espeak-ng`)."
+            "`espeak-ng` package (Debian/Ubuntu: `apt-get install espeak-ng`; macOS: "
+            "`brew install espeak-ng`)."
         )
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True).stdout
     return " ".join(out.split())
@@ -243,14 +248,15 @@ def make_espeak_corpus(
         names=["array", "sampling_rate"],
     )
     table = pa.table({"audio": audio, "emotion": emotions, "speaker": speakers, "utt_id": utt_ids})
-    # As in make_synthetic_corpus, plus the espeak-ng version: another build may render other samples.
-    settings = repr((ESPEAK_EMOTIONS, SENTENCES, preset, seed, version)).encode()
+    # As in make_synthetic_corpus, plus synthetic.py (room, noise, channel) and the espeak-ng version: another
+    # build may render other samples.
+    settings = repr((ESPEAK_EMOTIONS, SENTENCES, preset, seed, version, _SYNTHETIC_CRC)).encode()
     fingerprint = f"{_SOURCE_CRC:08x}{zlib.crc32(settings):08x}"
     return Dataset(table.cast(_FEATURES.arrow_schema), fingerprint=fingerprint)
 
 
 def _class_counts(priors: tuple[float, ...], total: int) -> list[int]:
-    """Split `total` by `priors` with the largest-remainder method (exact total, ties to the earlier class)."""
+    """Split `total` by `priors` by largest remainder (exact total; ties go to the earlier class)."""
     share = np.asarray(priors, dtype=float) / sum(priors) * total
     counts = np.floor(share).astype(int)
     order = np.argsort(-(share - counts), kind="stable")
@@ -276,12 +282,8 @@ def _make_speaker(preset: EspeakPreset, s: int, rng: np.random.Generator) -> _Sp
 
 def _scaled(emotion: EspeakEmotion, amount: float) -> EspeakEmotion:
     """Move an emotion towards neutral: additive fields linearly, factors in the log domain."""
-    return EspeakEmotion(
-        **{
-            f.name: getattr(emotion, f.name) * amount if f.name in _ADDITIVE else getattr(emotion, f.name) ** amount
-            for f in dataclasses.fields(EspeakEmotion)
-        }
-    )
+    values = {f.name: getattr(emotion, f.name) for f in dataclasses.fields(EspeakEmotion)}
+    return EspeakEmotion(**{k: v * amount if k in _ADDITIVE else v**amount for k, v in values.items()})
 
 
 def _utterance(
@@ -317,7 +319,8 @@ def _utterance(
 def _espeak(options: list[str], text: str) -> np.ndarray:
     """One espeak-ng rendering as float64 at 22.05 kHz (amplitude 50: espeak clips at its default 100)."""
     exe = shutil.which("espeak-ng") or "espeak-ng"
-    out = subprocess.run([exe, "--stdout", "-a", "50", *options, text], capture_output=True, check=True).stdout
+    command = [exe, "--stdout", "-a", "50", *options, text]
+    out = subprocess.run(command, capture_output=True, check=True).stdout
     # --stdout cannot seek back to fix the WAV sizes; soundfile reads the data anyway.
     x, sr = sf.read(io.BytesIO(out), dtype="float64")
     if sr != _ESPEAK_FS or x.ndim != 1 or len(x) == 0:

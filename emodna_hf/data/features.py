@@ -100,3 +100,33 @@ def _fingerprint(dataset: Dataset, model, keep_input_values: bool) -> str:
         for name, tensor in [*cached_part.named_parameters(), *cached_part.named_buffers()]:
             digest.update(f"{name}{tensor.double().sum().item():.12e}".encode())
     return digest.hexdigest()[:16]
+
+
+def standardize_per_speaker(dataset: Dataset, column: str = "input_features") -> Dataset:
+    """Standardise cached features per speaker: each speaker's valid frames to zero mean and unit variance.
+
+    The classic SER remedy for speaker variability (pitch range, loudness, voice quality differ between people).
+    It uses the `speaker` column, metadata most corpora carry (it is not an emotion label), and needs the whole
+    set of a speaker's utterances, so a model trained on such features is **not** what `pipeline()` runs on raw
+    audio: report its results apart from the speaker-free ones. Rows of unknown speakers (`"<corpus>:unknown"`)
+    are standardised together as one group per corpus.
+    """
+    if column not in dataset.column_names or "speaker" not in dataset.column_names:
+        raise ValueError(f"Speaker standardisation needs cached {column!r} and 'speaker' columns; the dataset has "
+                         f"{dataset.column_names}.")
+    if not len(dataset):
+        return dataset
+    speakers = np.asarray(dataset["speaker"])
+    frames = [np.asarray(row, dtype=np.float32) for row in dataset.with_format("numpy")[column]]
+    statistics = {}
+    for speaker in np.unique(speakers):
+        # Every valid frame of the speaker: features are the last axis in every layout.
+        pooled = np.concatenate([frames[i].reshape(-1, frames[i].shape[-1]) for i in np.flatnonzero(speakers == speaker)])
+        statistics[speaker] = (pooled.mean(0), pooled.std(0) + 1e-5)
+    normalized = [((f - statistics[s][0]) / statistics[s][1]).astype(np.float32)
+                  for f, s in zip(frames, speakers, strict=True)]
+    return dataset.map(
+        lambda _, index: {column: normalized[index]}, with_indices=True, features=dataset.features,
+        new_fingerprint=hashlib.sha1(f"{dataset._fingerprint}-per-speaker-{column}".encode()).hexdigest()[:16],
+        desc="Standardising per speaker",
+    )

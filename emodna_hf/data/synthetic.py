@@ -188,10 +188,18 @@ def make_synthetic_corpus(
     strings, see `PRESETS[...].labels`), `speaker` ("spk00", ...; `load_corpus` prefixes the corpus name)
     and `utt_id` (unique across presets). The same preset, seed and sizes always give identical arrays;
     every utterance has its own random stream, so changing the sizes keeps the utterances both sizes share.
+    The espeak-ng presets (`emodna_hf.data.espeak.ESPEAK_PRESETS`) are delegated to `make_espeak_corpus`.
     """
     if isinstance(preset, str):
+        from .espeak import ESPEAK_PRESETS, make_espeak_corpus  # lazy: espeak.py imports this module
+
+        if preset in ESPEAK_PRESETS:
+            return make_espeak_corpus(preset, seed, n_per_class_per_speaker, n_speakers)
         if preset not in PRESETS:
-            raise ValueError(f"Unknown synthetic preset {preset!r}; known presets: {sorted(PRESETS)}")
+            raise ValueError(
+                f"Unknown synthetic preset {preset!r}; known presets: {sorted(PRESETS)} (source-filter) and "
+                f"{sorted(ESPEAK_PRESETS)} (espeak-ng)"
+            )
         preset = PRESETS[preset]
     if n_per_class_per_speaker is not None or n_speakers is not None:
         preset = dataclasses.replace(
