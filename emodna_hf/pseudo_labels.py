@@ -186,7 +186,7 @@ class CurriculumPseudoLabeler(nn.Module):
     memory_position: Tensor
 
     def __init__(self, num_classes: int, memory_size: int = 2048, warmup: float = 0.2, ramp: float = 0.8,
-                 max_fraction: float = 1.0) -> None:
+                 max_fraction: float = 1.0, confidence_floor: float = 0.0) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -196,7 +196,10 @@ class CurriculumPseudoLabeler(nn.Module):
             raise ValueError(f"need 0 <= warmup <= ramp <= 1, got warmup={warmup}, ramp={ramp}")
         if not 0.0 < max_fraction <= 1.0:
             raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction}")
+        if not 0.0 <= confidence_floor <= 1.0:
+            raise ValueError(f"confidence_floor must be in [0, 1], got {confidence_floor}")
         self.num_classes, self.warmup, self.ramp, self.max_fraction = num_classes, warmup, ramp, max_fraction
+        self.confidence_floor = confidence_floor
         self.register_buffer("memory", torch.zeros(memory_size, num_classes))
         self.register_buffer("memory_count", torch.tensor(0, dtype=torch.long))
         self.register_buffer("memory_position", torch.tensor(0, dtype=torch.long))
@@ -235,7 +238,7 @@ class CurriculumPseudoLabeler(nn.Module):
         counts = torch.round(self.fraction(progress) * len(remembered) * shares).long().tolist()
         for c, k in enumerate(counts):
             if k > 0:
-                thresholds[c] = torch.topk(remembered[:, c], k).values[-1]
+                thresholds[c] = torch.topk(remembered[:, c], k).values[-1].clamp(min=self.confidence_floor)
         return thresholds
 
     @property

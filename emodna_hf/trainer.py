@@ -203,6 +203,7 @@ class EmoDnaTrainer(Trainer):
             return CurriculumPseudoLabeler(
                 config.num_labels, memory_size=size, warmup=config.pseudo_label_warmup,
                 ramp=config.pseudo_label_ramp, max_fraction=config.pseudo_label_max_fraction,
+                confidence_floor=config.pseudo_label_confidence_floor,
             )
         return AdaptiveThresholdPseudoLabeler(
             config.num_labels,

@@ -91,6 +91,8 @@ class EmoDnaConfig(PreTrainedConfig):
         pseudo_label_max_fraction (`float`, defaults to 1.0): `"curriculum"`: the largest selected share.
         pseudo_label_memory_size (`int`, defaults to 2048):
             `"curriculum"`: target predictions remembered for the thresholds (at most the target corpus's size).
+        pseudo_label_confidence_floor (`float`, defaults to 0.0):
+            `"curriculum"`: no class threshold goes below this probability.
         fixed_threshold (`float`, defaults to 0.9): Confidence threshold when `adaptive_threshold=False`.
         threshold_momentum (`float`, defaults to 0.99): EMA momentum of the adaptive threshold state.
         corpus_alignment (`str`, defaults to `"adversarial"`): Emo-DNA corpus-level alignment: `"adversarial"` or `"mmd"`.
@@ -150,6 +152,7 @@ class EmoDnaConfig(PreTrainedConfig):
         pseudo_label_ramp: float = 0.8,
         pseudo_label_max_fraction: float = 1.0,
         pseudo_label_memory_size: int = 2048,
+        pseudo_label_confidence_floor: float = 0.0,
         corpus_alignment: str = "adversarial",
         class_alignment: str = "contrastive",
         contrastive_temperature: float = 0.1,
@@ -221,6 +224,7 @@ class EmoDnaConfig(PreTrainedConfig):
         self.pseudo_label_ramp = pseudo_label_ramp
         self.pseudo_label_max_fraction = pseudo_label_max_fraction
         self.pseudo_label_memory_size = pseudo_label_memory_size
+        self.pseudo_label_confidence_floor = pseudo_label_confidence_floor
         self.corpus_alignment = corpus_alignment
         self.class_alignment = class_alignment
         self.contrastive_temperature = contrastive_temperature
