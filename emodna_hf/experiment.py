@@ -827,20 +827,33 @@ def analyse_embeddings(evaluations: list[Evaluation], max_projection_samples: in
 
 def write_plots(output_dir: Path, evaluations: list[Evaluation], label_names: list[str], corpus_names: list[str],
                 *, titles: dict[str, str], projection: str = "pca", max_projection_samples: int = 300,
-                seed: int = 0, figure_title: str | None = None) -> dict[str, Any]:
-    """Confusion matrices and the embedding projection; returns the files and the embedding analysis."""
+                seed: int = 0, figure_title: str | None = None, prefix: str = "") -> dict[str, Any]:
+    """Confusion matrices and the embedding projection (file names start with `prefix`); returns the files and
+    the embedding analysis."""
+    files = {"confusion_matrix": prefix + reporting.CONFUSION_MATRIX_FILE, "embeddings": prefix + reporting.EMBEDDINGS_FILE}
     panels = [(titles[e.name], e.confusion_matrix) for e in evaluations]
-    reporting.save_confusion_matrices(output_dir / reporting.CONFUSION_MATRIX_FILE, panels, label_names)
+    reporting.save_confusion_matrices(output_dir / files["confusion_matrix"], panels, label_names)
     sample, analysis = analyse_embeddings(evaluations, max_projection_samples, seed)
     reporting.save_embedding_projection(
-        output_dir / reporting.EMBEDDINGS_FILE, sample["emotion"], sample["corpus"], sample["labels"],
+        output_dir / files["embeddings"], sample["emotion"], sample["corpus"], sample["labels"],
         sample["corpus_ids"], label_names, corpus_names, method=projection, seed=seed, silhouettes=analysis,
         title=figure_title,
     )
-    return {
-        "files": {"confusion_matrix": reporting.CONFUSION_MATRIX_FILE, "embeddings": reporting.EMBEDDINGS_FILE},
-        "embedding_analysis": dict(analysis, projection=projection),
-    }
+    return {"files": files, "embedding_analysis": dict(analysis, projection=projection)}
+
+
+# Files a training run writes: a folder holding any of them holds a trained model or its results.
+_RUN_OUTPUT_FILES = ("model.safetensors", "config.json", reporting.METRICS_FILE, "README.md")
+
+
+def check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    """Refuse to train into a folder that already holds a run's outputs unless `overwrite` is set."""
+    existing = [name for name in _RUN_OUTPUT_FILES if (output_dir / name).exists()]
+    if existing and not overwrite:
+        raise ValueError(
+            f"Output folder {output_dir} already holds a trained model or its results ({', '.join(existing)}); "
+            "pass --overwrite_output_dir true to replace them, or choose another --output_dir."
+        )
 
 
 # --- one run --------------------------------------------------------------------------------------------------------
@@ -988,9 +1001,11 @@ def run_experiment(
         plus `output_dir`.
     """
     check_model_selection(training_args)
+    output_dir = Path(training_args.output_dir)
+    if write_outputs:
+        check_output_dir(output_dir, training_args.overwrite_output_dir)
     if training_args.label_smoothing_factor:
         raise ValueError("label_smoothing_factor is not used by EmoDnaTrainer; set label_smoothing instead.")
-    output_dir = Path(training_args.output_dir)
     push_plan = None
     if training_args.push_to_hub:
         if not write_outputs:
@@ -1286,14 +1301,19 @@ def evaluate_model(eval_args: EvaluationArguments) -> dict[str, Any]:
     }
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
+        # Files of their own (eval_<corpora>*), so that evaluating into a run's folder never replaces its
+        # metrics.json and plots, which the model card refers to.
+        prefix = f"eval_{'+'.join(s.name for s in specs)}_"
         titles = {e.name: f"{e.name} — UAR {e.metrics['uar']:.1%}" for e in evaluations}
         plots = write_plots(
             output_dir, evaluations, label_names, [s.name for s in specs], titles=titles,
             projection=eval_args.projection, max_projection_samples=eval_args.max_projection_samples,
             figure_title=f"{eval_args.model_name_or_path} evaluated on {', '.join(s.name for s in specs)}",
+            prefix=prefix,
         )
         record["embedding_analysis"] = plots["embedding_analysis"]
+        record["files"] = {"metrics": prefix.rstrip("_") + ".json", **plots["files"]}
         record["wall_time_s"] = time.time() - started
-        reporting.write_metrics(output_dir / reporting.METRICS_FILE, record)
+        reporting.write_metrics(output_dir / record["files"]["metrics"], record)
     record["output_dir"] = str(output_dir)
     return record

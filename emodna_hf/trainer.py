@@ -61,6 +61,11 @@ class EmoDnaTrainingArguments(TrainingArguments):
             "smaller one cycled), 'source' or 'target'."
         },
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into an output folder that already holds a trained model (its files are "
+                  "replaced). Without it such a run stops before loading any data."},
+    )
     label_names: list[str] | None = field(default_factory=lambda: ["labels"])
     remove_unused_columns: bool = False
 

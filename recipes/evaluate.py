@@ -9,8 +9,10 @@
 Corpora are given like the training sources (`--corpus_name a b --corpus_dataset X Y`, optional
 `--corpus_split`, `--corpus_label_column`, `--corpus_label_map_name`, ...); the label scheme is the model's.
 Also accepts `--config FILE.yaml` (flat keys, or `corpora: [{name, dataset, ...}]`), overridden by the command
-line. Writes OUTPUT_DIR/metrics.json (UAR, WAR, macro-F1, per-class recall and the confusion matrix per
-corpus), confusion_matrix.png and embeddings.png, and prints a summary. The whole corpus is evaluated.
+line. Writes OUTPUT_DIR/eval_<corpora>.json (UAR, WAR, macro-F1, per-class recall and the confusion matrix per
+corpus), eval_<corpora>_confusion_matrix.png and eval_<corpora>_embeddings.png (never the training run's own
+metrics.json and plots, so OUTPUT_DIR may be the model's folder), and prints a summary. The whole corpus is
+evaluated.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, metrics in record["corpora"].items():
         print(f"  {name:<14} UAR {metrics['uar']:.3f}  WAR {metrics['war']:.3f}  macro-F1 {metrics['macro_f1']:.3f}"
               f"  ({metrics['n']} utterances)")
-    print(f"  output: {record['output_dir']} (metrics.json, confusion_matrix.png, embeddings.png)")
+    print(f"  output: {record['output_dir']} ({', '.join(record.get('files', {}).values())})")
     return record
 
 

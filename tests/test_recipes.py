@@ -124,9 +124,23 @@ def test_recipe_model_loads_by_remote_code_alone(trained_run):
 
 
 @pytest.mark.slow
+def test_second_run_into_the_same_folder_stops_before_training(trained_run):
+    tmp_path, output, _ = trained_run
+    before = (output / "model.safetensors").read_bytes()
+    completed = subprocess.run([sys.executable, str(REPO / "recipes" / "train.py"), "--output_dir", str(output),
+                                *TINY_ARGS], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
+                               timeout=300)
+    assert completed.returncode != 0
+    assert "--overwrite_output_dir" in completed.stderr and "Traceback" not in completed.stderr
+    assert (output / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.slow
 def test_evaluate_recipe_on_another_corpus(trained_run):
     tmp_path, output, _ = trained_run
-    evaluation = tmp_path / "evaluation"
+    evaluation = output  # into the model's own folder: the training outputs must survive
+    training_files = {name: (output / name).read_bytes() for name in ("metrics.json", "confusion_matrix.png",
+                                                                       "embeddings.png", "README.md")}
     completed = subprocess.run(
         [sys.executable, str(REPO / "recipes" / "evaluate.py"), "--model_name_or_path", str(output),
          "--corpus_name", "synth-c", "synth-b", "--corpus_dataset", "synthetic:synth-c", "synthetic:synth-b",
@@ -137,15 +151,17 @@ def test_evaluate_recipe_on_another_corpus(trained_run):
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert "synth-c" in completed.stdout and "UAR" in completed.stdout
-    metrics = json.loads((evaluation / "metrics.json").read_text())
+    metrics = json.loads((evaluation / "eval_synth-c+synth-b.json").read_text())
     assert metrics["scheme"] == "categorical4" and set(metrics["corpora"]) == {"synth-c", "synth-b"}
     assert metrics["corpora"]["synth-c"]["n"] == 12
     # The same target utterances evaluated by evaluate.py and by the training run give the same numbers.
     trained = json.loads((output / "metrics.json").read_text())["target"]
     assert metrics["corpora"]["synth-b"]["uar"] == pytest.approx(trained["uar"])
     assert metrics["corpora"]["synth-b"]["confusion_matrix"] == trained["confusion_matrix"]
-    assert (evaluation / "confusion_matrix.png").stat().st_size > 10_000
-    assert (evaluation / "embeddings.png").stat().st_size > 10_000
+    assert (evaluation / "eval_synth-c+synth-b_confusion_matrix.png").stat().st_size > 10_000
+    assert (evaluation / "eval_synth-c+synth-b_embeddings.png").stat().st_size > 10_000
+    for name, content in training_files.items():
+        assert (output / name).read_bytes() == content, f"evaluate.py replaced the training run's {name}"
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
