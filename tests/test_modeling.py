@@ -263,7 +263,37 @@ def test_corpus_normalization_runs_under_bf16_autocast():
     assert not torch.equal(norm.running_mean, torch.zeros(2, 4))
 
 
-def test_opensmile_front_end_refuses_too_short_input():
+def test_opensmile_front_end_zero_fills_too_short_input_with_a_warning(caplog):
     model = _model("opensmile")
-    with pytest.raises(ValueError, match="too short for openSMILE"):
-        model(torch.randn(1, 800))
+    with caplog.at_level("WARNING"):
+        features, _ = model.backbone.front_end(torch.randn(2, 4000) * 0.05, torch.tensor([[1] * 4000, [1] * 800 + [0] * 3200]))
+    assert torch.isfinite(features).all() and features[1].abs().sum() == 0 and features[0].abs().sum() > 0
+    assert "1 of 2 utterances are too short" in caplog.text
+
+
+@pytest.mark.parametrize("backbone_type", ["tcn", "opensmile"])
+def test_inference_refuses_what_it_cannot_classify(tmp_path, backbone_type):
+    model = _model(backbone_type)
+    ok = torch.randn(2, 4000)
+    bad_inputs = {
+        "NaN or infinite": ok.clone().index_put_((torch.tensor([1]), torch.tensor([7])), torch.tensor(float("nan"))),
+        "too short to classify": torch.randn(1, 1000),
+        "digital silence": torch.cat([ok[:1], torch.zeros(1, 4000)]),
+    }
+    for message, values in bad_inputs.items():
+        with pytest.raises(ValueError, match=message):
+            model(values)
+    mask = torch.ones(2, 4000, dtype=torch.long)
+    mask[1, 1000:] = 0  # a valid row of 1000 samples in a padded batch is still too short
+    with pytest.raises(ValueError, match="too short"):
+        model(ok, attention_mask=mask)
+    model(ok)  # fine
+    model.train()(bad_inputs["digital silence"], corpus_ids=torch.tensor([0, 1]))  # training is not checked
+    # ...and through pipeline(): the error reaches the caller instead of a confident label
+    model.eval().save_pretrained(tmp_path)
+    create_feature_extractor(model.config).save_pretrained(tmp_path)
+    classifier = pipeline("audio-classification", model=str(tmp_path))
+    with pytest.raises(ValueError, match="digital silence"):
+        classifier(np.zeros(16000, dtype=np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        classifier(np.full(16000, np.nan, dtype=np.float32))

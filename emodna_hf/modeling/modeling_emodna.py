@@ -52,6 +52,10 @@ class EmoDnaOutput(ModelOutput):
     corpus_logits: torch.FloatTensor | None = None
 
 
+# Shortest utterance the model classifies (openSMILE's pitch window is 60 ms; no emotion is audible in less).
+MIN_INPUT_SECONDS = 0.1
+
+
 class _GradientReversal(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden_states: torch.Tensor, coefficient: float) -> torch.Tensor:
@@ -311,6 +315,8 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
             raise ValueError("Pass exactly one of input_values (waveforms) and input_features (cached features).")
         if input_values is not None:
             input_values, attention_mask = self._check_waveform(input_values, attention_mask)
+            if not self.training:
+                self._refuse_unclassifiable(input_values, attention_mask)
             if self.config.uses_ssl_backbone:
                 return self._ssl_layers(input_values, attention_mask)
             input_features, feature_mask = self.backbone.front_end(input_values, attention_mask)
@@ -345,6 +351,28 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
                     f"{tuple(input_values.shape)}."
                 )
         return input_values, attention_mask
+
+    def _refuse_unclassifiable(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+        """Inference gets a clear error instead of a confident label for input that holds no speech to classify.
+
+        Refused: non-finite samples (NaN/inf), utterances shorter than `MIN_INPUT_SECONDS`, and digital silence
+        (every valid sample exactly 0). Low-level noise is classified like any input: the model has no speech
+        detector. Checked by `forward` on waveforms in eval mode only: training batches and feature caching come
+        from the data layer.
+        """
+        if not torch.isfinite(input_values).all():
+            raise ValueError("input_values contain NaN or infinite samples; check the audio file or array.")
+        lengths = (attention_mask.sum(-1) if attention_mask is not None
+                   else torch.full(input_values.shape[:1], input_values.shape[-1], device=input_values.device))
+        minimum = int(MIN_INPUT_SECONDS * self.config.sampling_rate)
+        if int(lengths.min()) < minimum:
+            raise ValueError(
+                f"An utterance of {int(lengths.min())} samples is too short to classify: at least "
+                f"{MIN_INPUT_SECONDS} s ({minimum} samples at {self.config.sampling_rate} Hz) is needed."
+            )
+        valid = input_values.abs() if attention_mask is None else input_values.abs() * attention_mask
+        if bool((valid.amax(-1) == 0).any()):
+            raise ValueError("An utterance is digital silence (every sample is 0): there is no speech to classify.")
 
     # --- forward --------------------------------------------------------------------------------------------------
 

@@ -17,9 +17,14 @@ commercial use). Shipped as remote code: the import is optional so that models w
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 try:  # optional: only the opensmile backbones need it (a try block keeps transformers' import check quiet)
     import opensmile
@@ -35,8 +40,9 @@ MIN_DURATION_S = 0.1
 class OpenSmileFunctionals(nn.Module):
     """Waveform `(batch, samples)` → utterance functionals `(batch, 1, n_features)` and a one-frame mask.
 
-    Each utterance is processed alone over its valid samples (`attention_mask`); non-finite functionals (openSMILE
-    gives NaN for some on pure silence) are set to 0. The single "frame" lets the functionals travel through the
+    Each utterance is processed alone over its valid samples (`attention_mask`); non-finite functionals are set
+    to 0 (openSMILE gives NaN for every functional of an utterance shorter than about 0.1 s: such rows are counted
+    in a warning; the model refuses them at inference). The single "frame" lets the functionals travel through the
     same cache, collator and layer/pooling stages as frame-level features.
     """
 
@@ -77,15 +83,17 @@ class OpenSmileFunctionals(nn.Module):
             attention_mask.sum(-1).cpu().tolist() if attention_mask is not None else [waves.shape[1]] * len(waves)
         )
         rows = []
-        for wave, length in zip(waves, lengths, strict=True):
-            wave = np.ascontiguousarray(wave[: int(length)])
-            if len(wave) < MIN_DURATION_S * self.sampling_rate:
-                raise ValueError(
-                    f"An utterance of {len(wave)} samples ({len(wave) / self.sampling_rate:.3f} s) is too short for "
-                    f"openSMILE {self.feature_set} functionals: at least {MIN_DURATION_S} s is needed."
-                )
-            rows.append(smile.process_signal(wave, self.sampling_rate).to_numpy(dtype=np.float32)[0])
-        features = np.nan_to_num(np.stack(rows), nan=0.0, posinf=0.0, neginf=0.0)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Segment too short")  # counted below instead
+            for wave, length in zip(waves, lengths, strict=True):
+                wave = np.ascontiguousarray(wave[: int(length)])
+                rows.append(smile.process_signal(wave, self.sampling_rate).to_numpy(dtype=np.float32)[0])
+        features = np.stack(rows)
+        empty = int(np.isnan(features).all(axis=1).sum())
+        if empty:
+            logger.warning("%d of %d utterances are too short for openSMILE %s functionals (< %s s): their "
+                           "functionals are set to 0.", empty, len(rows), self.feature_set, MIN_DURATION_S)
+        features = np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
         features = torch.from_numpy(features).to(input_values.device).unsqueeze(1)
         return features, torch.ones(features.shape[:2], dtype=torch.bool, device=input_values.device)
 
