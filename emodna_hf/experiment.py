@@ -46,11 +46,12 @@ from .data import PRESETS, SCHEMES, CorpusSpec, UDAData, build_uda_data, get_lab
 from .feature_extraction import create_feature_extractor
 from .modeling import EmoDnaConfig, EmoDnaForAudioClassification
 from .modeling.configuration_emodna import (
-    ADAPTATION_METHODS,
     BACKBONE_TYPES,
     CLASS_ALIGNMENT_TYPES,
     CORPUS_ALIGNMENT_TYPES,
 )
+from .objectives import REGISTRY as ADAPTATION_METHODS
+from .objectives import objective_class
 from .trainer import EmoDnaTrainer, EmoDnaTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -64,22 +65,6 @@ _CONFIG_DEFAULTS = {
 # Config fields that the run derives from the data; they cannot be overridden.
 _DERIVED_CONFIG_FIELDS = ("id2label", "label2id", "num_labels", "num_corpora", "sampling_rate", "corpus_names")
 _NONE_STRINGS = {"", "none", "null", "auto"}
-METHOD_NAMES = {
-    "emodna": "Emo-DNA (emotion decoupling and alignment)",
-    "source_only": "source-only training (no adaptation; baseline)",
-    "dann": "DANN (domain-adversarial training; baseline)",
-    "mmd": "MMD alignment (multi-kernel maximum mean discrepancy; baseline)",
-}
-METHOD_DESCRIPTIONS = {
-    "emodna": "Contrastive decoupling of an emotion-relevant from a corpus-specific embedding, class-level "
-    "alignment of confidently pseudo-labelled target utterances with source utterances of the same emotion "
-    "(adaptive class-wise thresholds), and corpus-level alignment of the emotion embedding.",
-    "source_only": "Trained on the labelled source corpora only; the target corpus is not used in training.",
-    "dann": "A corpus discriminator behind a gradient reversal layer makes the emotion embedding corpus-invariant.",
-    "mmd": "The MMD between source and target emotion embeddings is minimised.",
-}
-
-
 def _override(name: str, help: str, **metadata: Any) -> Any:
     """A dataclass field that overrides EmoDnaConfig's `name` when set (None = keep the config default)."""
     return field(
@@ -907,31 +892,6 @@ def _corpus_info(spec: CorpusSpec, report: dict) -> dict[str, Any]:
     }
 
 
-def _method_info(config: EmoDnaConfig) -> dict[str, Any]:
-    method = config.adaptation_method
-    settings: dict[str, Any] = {"adaptation_method": method}
-    if method == "emodna":
-        settings.update(
-            use_decoupling=config.use_decoupling, use_class_alignment=config.use_class_alignment,
-            use_corpus_alignment=config.use_corpus_alignment, corpus_alignment=config.corpus_alignment,
-            class_alignment=config.class_alignment, adaptive_threshold=config.adaptive_threshold,
-            pseudo_label_selection=config.pseudo_label_selection if config.adaptive_threshold else "fixed",
-            decoupling_weight=config.decoupling_weight, class_alignment_weight=config.class_alignment_weight,
-            pseudo_label_weight=config.pseudo_label_weight, corpus_alignment_weight=config.corpus_alignment_weight,
-            corpus_classification_weight=config.corpus_classification_weight,
-            pseudo_label_warmup=config.pseudo_label_warmup,
-        )
-        if hasattr(config, "uses_corpus_normalization"):
-            settings["corpus_normalization"] = config.uses_corpus_normalization
-        ablated = [n for n in ("use_decoupling", "use_class_alignment", "use_corpus_alignment") if not getattr(config, n)]
-        name = METHOD_NAMES[method] + (f" — ablation without {', '.join(a[4:] for a in ablated)}" if ablated else "")
-    else:
-        if method in ("dann", "mmd"):
-            settings["corpus_alignment_weight"] = config.corpus_alignment_weight
-        name = METHOD_NAMES[method]
-    return {"name": name, "description": METHOD_DESCRIPTIONS[method], "settings": settings}
-
-
 def _backbone_info(model_args: ModelArguments, config: EmoDnaConfig) -> dict[str, Any]:
     base = model_args.backbone_name_or_path
     if config.backbone_type == "tcn":
@@ -1156,7 +1116,7 @@ def card_info(record: dict[str, Any], corpora: dict[str, dict], model, model_arg
         "label_names": scenario["label_names"],
         "languages": languages,
         "backbone": _backbone_info(model_args, config),
-        "method": _method_info(config),
+        "method": objective_class(config.adaptation_method).describe(config),
         "training": _training_info(args, {"global_step": record["train"]["steps"]}, trainer.accelerator.num_processes),
         "results": results,
         "target_metrics": record["target"],

@@ -133,12 +133,12 @@ class CrossCorpusClassAlignmentLoss(nn.Module):
         temperature: :math:`\tau`.
         use_target_pairs: also contrast selected targets with each other (see above).
 
-    Inputs:
-        - z_target: (B, D) target emotion projections (L2-normalised here).
-        - pseudo_labels: (B,) integer pseudo-labels; only rows with ``mask`` are used.
-        - mask: (B,) bool, the confident rows (see :class:`~emodna_hf.pseudo_labels.AdaptiveThresholdPseudoLabeler`).
+    Inputs (source first, then target, as every class-level loss here):
         - z_source: (N, D) source emotion projections (L2-normalised here).
         - source_labels: (N,) integer labels, ``-100`` rows are only in the denominator.
+        - z_target: (B, D) target emotion projections (L2-normalised here).
+        - pseudo_labels: (B,) integer pseudo-labels; only rows with ``mask`` are used.
+        - mask: (B,) bool, the confident rows (see :mod:`emodna_hf.pseudo_labels`).
 
     Output: scalar; a graph-connected zero when no target is selected, no selected class occurs in the source
     batch, or the source batch is empty.
@@ -152,7 +152,7 @@ class CrossCorpusClassAlignmentLoss(nn.Module):
         self.use_target_pairs = use_target_pairs
 
     def forward(
-        self, z_target: Tensor, pseudo_labels: Tensor, mask: Tensor, z_source: Tensor, source_labels: Tensor
+        self, z_source: Tensor, source_labels: Tensor, z_target: Tensor, pseudo_labels: Tensor, mask: Tensor
     ) -> Tensor:
         if z_source.shape[0] == 0 or z_target.shape[0] == 0:
             return _graph_zero(z_target, z_source)

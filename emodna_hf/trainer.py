@@ -24,19 +24,10 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .data.collator import UDADataCollator
-from .losses import (
-    ClassPrototypeAlignmentLoss,
-    ContrastiveDecouplingLoss,
-    CrossCorpusClassAlignmentLoss,
-    DomainAdversarialLoss,
-    MultiKernelMMDLoss,
-    corpus_classification_loss,
-    grl_coefficient,
-    pseudo_label_cross_entropy,
-)
+from .losses import grl_coefficient
 from .metrics import make_compute_metrics
 from .modeling import EmoDnaConfig
-from .pseudo_labels import AdaptiveThresholdPseudoLabeler, CurriculumPseudoLabeler
+from .objectives import ObjectiveBatch, build_objective
 
 PSEUDO_LABELER_STATE = "pseudo_labeler.safetensors"
 MODEL_INPUT_COLUMNS = ("input_values", "input_features", "labels", "corpus_id")
@@ -186,35 +177,20 @@ class EmoDnaTrainer(Trainer):
                          data_collator=data_collator, compute_metrics=compute_metrics, **kwargs)
         self.target_corpus_id = config.num_corpora - 1
         self.eval_corpus_statistics = eval_corpus_statistics
-        self.pseudo_labeler = self._build_pseudo_labeler(config, target_dataset).to(self.args.device)
-        self.decoupling_loss = ContrastiveDecouplingLoss(config.contrastive_temperature)
-        self.class_alignment_loss = (
-            CrossCorpusClassAlignmentLoss(config.contrastive_temperature)
-            if config.class_alignment == "contrastive"
-            else ClassPrototypeAlignmentLoss(config.num_labels)
-        )
-        self.adversarial_loss = DomainAdversarialLoss()
-        self.mmd_loss = MultiKernelMMDLoss(config.mmd_kernel_multipliers)
-        # Loss terms and statistics of each step, averaged and flushed at every logging step (TRL's pattern).
-        self._metrics: dict[str, defaultdict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        # The method (emodna_hf.objectives): its loss terms, statistics and pseudo-label state.
+        self.objective = build_objective(
+            config, target_size=len(target_dataset) if target_dataset is not None else None,
+            gather=self.accelerator.gather,
+        ).to(self.args.device)
+        # Loss terms and statistics of each step, as detached tensors; averaged, gathered across processes and
+        # flushed at every logging step (TRL's pattern), so logging costs one sync per log, not per step.
+        self._metrics: dict[str, defaultdict[str, list[torch.Tensor]]] = {
+            "train": defaultdict(list), "eval": defaultdict(list)}
 
-    @staticmethod
-    def _build_pseudo_labeler(config: EmoDnaConfig, target_dataset: Dataset | None) -> nn.Module:
-        if config.adaptive_threshold and config.pseudo_label_selection == "curriculum":
-            # Remember at most one pass over the target corpus, so that stale predictions leave the memory.
-            size = config.pseudo_label_memory_size
-            if target_dataset is not None:
-                size = max(1, min(size, len(target_dataset)))
-            return CurriculumPseudoLabeler(
-                config.num_labels, memory_size=size, warmup=config.pseudo_label_warmup,
-                ramp=config.pseudo_label_ramp, max_fraction=config.pseudo_label_max_fraction,
-                confidence_floor=config.pseudo_label_confidence_floor,
-            )
-        return AdaptiveThresholdPseudoLabeler(
-            config.num_labels,
-            momentum=config.threshold_momentum,
-            fixed_threshold=None if config.adaptive_threshold else config.fixed_threshold,
-        )
+    @property
+    def pseudo_labeler(self) -> nn.Module | None:
+        """The objective's pseudo-labeler (training state saved in checkpoints), if the method has one."""
+        return self.objective.pseudo_labeler
 
     # --- data -----------------------------------------------------------------------------------------------------
 
@@ -275,98 +251,28 @@ class EmoDnaTrainer(Trainer):
         progress = self.training_progress
         grl = grl_coefficient(progress, gamma=config.grl_gamma)
         outputs = model(**inputs, corpus_ids=corpus_ids, output_embeddings=True, gradient_reversal_coefficient=grl)
-        terms = self._loss_terms(config, outputs, inputs["labels"], corpus_ids, is_target, progress, grl)
+        terms, stats = self.objective(ObjectiveBatch(outputs, inputs["labels"], corpus_ids, is_target, progress, grl))
+        terms = {"classification": (outputs.loss, config.classification_weight), **terms}
         loss = sum(weight * value for value, weight in terms.values())
-        self._record("train", {f"loss_{name}": value.detach() for name, (value, _) in terms.items()})
+        self._record("train", {**stats, **{f"loss_{name}": value.detach() for name, (value, _) in terms.items()}})
         return (loss, outputs) if return_outputs else loss
-
-    def _loss_terms(self, config: EmoDnaConfig, outputs, labels, corpus_ids, is_target, progress, grl):
-        """`{name: (loss, weight)}` of the method's loss terms for one mixed batch."""
-        terms = {"classification": (outputs.loss, config.classification_weight)}
-        source, target = ~is_target, is_target
-        method = config.adaptation_method
-        emotion_s, emotion_t = outputs.emotion_embeddings[source], outputs.emotion_embeddings[target]
-        corpus_alignment = (
-            method in ("dann", "mmd") or (method == "emodna" and config.use_corpus_alignment)
-        )
-        if corpus_alignment:
-            kind = method if method in ("dann", "mmd") else config.corpus_alignment
-            terms["corpus_alignment"] = (
-                self.mmd_loss(emotion_s, emotion_t)
-                if kind == "mmd"
-                else self.adversarial_loss(outputs.domain_logits, corpus_ids)
-            , config.corpus_alignment_weight)
-            if kind != "mmd":
-                accuracy = self.adversarial_loss.domain_discriminator_accuracy
-                self._record("train", {"domain_accuracy": accuracy, "grl_coefficient": torch.tensor(grl)})
-        if method != "emodna":
-            return terms
-
-        # Pseudo-labels belong to class-level alignment: without it (ablation) no pseudo-label is used anywhere.
-        if config.use_class_alignment:
-            pseudo_labels, selected = self._pseudo_labels(outputs.logits[target], progress)
-        if config.use_decoupling:
-            # Positives share the emotion: source labels, plus confident target pseudo-labels once available.
-            contrast_labels = labels.clone()
-            if config.use_class_alignment:
-                contrast_labels[target] = torch.where(selected, pseudo_labels, torch.full_like(pseudo_labels, -100))
-            terms["decoupling"] = (
-                self.decoupling_loss(outputs.emotion_projections, contrast_labels, outputs.corpus_projections),
-                config.decoupling_weight,
-            )
-            terms["corpus_classification"] = (
-                corpus_classification_loss(outputs.corpus_logits, corpus_ids),
-                config.corpus_classification_weight,
-            )
-        if config.use_class_alignment:
-            source_labels = labels[source]
-            if config.class_alignment == "contrastive":
-                alignment = self.class_alignment_loss(
-                    outputs.emotion_projections[target], pseudo_labels, selected,
-                    outputs.emotion_projections[source], source_labels,
-                )
-            else:
-                alignment = self.class_alignment_loss(emotion_s, source_labels, emotion_t, pseudo_labels, selected)
-            terms["class_alignment"] = (alignment, config.class_alignment_weight)
-            terms["pseudo_label"] = (
-                pseudo_label_cross_entropy(outputs.logits[target], pseudo_labels, selected),
-                config.pseudo_label_weight,
-            )
-        return terms
-
-    def _pseudo_labels(self, target_logits: torch.Tensor, progress: float):
-        """Update the adaptive thresholds with all processes' target predictions, then select confident rows."""
-        probs = target_logits.detach().float().softmax(-1)
-        self.pseudo_labeler.update(self.accelerator.gather(probs))
-        config = self.accelerator.unwrap_model(self.model).config
-        if isinstance(self.pseudo_labeler, CurriculumPseudoLabeler):
-            pseudo_labels, selected = self.pseudo_labeler.select(probs, progress)
-            thresholds = self.pseudo_labeler.thresholds(progress)
-            stats = {"pseudo_label_target_fraction": torch.tensor(self.pseudo_labeler.fraction(progress))}
-        else:
-            pseudo_labels, selected = self.pseudo_labeler.select(probs)
-            thresholds = self.pseudo_labeler.thresholds()
-            stats = {"threshold_global": torch.tensor(self.pseudo_labeler.global_threshold)}
-        if progress < config.pseudo_label_warmup:
-            selected = torch.zeros_like(selected)
-        stats["pseudo_label_mask_rate"] = selected.float().mean()
-        stats.update({f"threshold_{config.id2label[c]}": thresholds[c] for c in range(len(thresholds))})
-        self._record("train", stats)
-        return pseudo_labels, selected
 
     # --- logging --------------------------------------------------------------------------------------------------
 
     def _record(self, mode: str, values: dict[str, torch.Tensor]) -> None:
         for name, value in values.items():
-            value = torch.as_tensor(value, dtype=torch.float32, device=self.args.device).reshape(1)
-            self._metrics[mode][name].append(self.accelerator.gather(value).mean().item())
+            self._metrics[mode][name].append(
+                torch.as_tensor(value, dtype=torch.float32, device=self.args.device).detach().reshape(()))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
-        averaged = {name: sum(values) / len(values) for name, values in self._metrics[mode].items() if values}
-        if mode == "eval":
-            averaged = {f"eval_{name}": value for name, value in averaged.items()}
-        logs.update(averaged)
+        names = [name for name, values in self._metrics[mode].items() if values]
+        if names:
+            # One gather for all statistics: each process's means, then the mean over processes.
+            means = torch.stack([torch.stack(self._metrics[mode][name]).mean() for name in names])
+            means = self.accelerator.gather(means[None]).mean(0).tolist()
+            prefix = "eval_" if mode == "eval" else ""
+            logs.update({f"{prefix}{name}": value for name, value in zip(names, means, strict=True)})
         super().log(logs, start_time)
         self._metrics[mode].clear()
 
@@ -374,7 +280,7 @@ class EmoDnaTrainer(Trainer):
 
     def _save_checkpoint(self, model: nn.Module, trial=None) -> None:
         super()._save_checkpoint(model, trial)
-        if self.args.should_save:
+        if self.args.should_save and self.pseudo_labeler is not None:
             checkpoint = os.path.join(
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             )
@@ -383,6 +289,8 @@ class EmoDnaTrainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.pseudo_labeler is None:
+            return
         path = os.path.join(resume_from_checkpoint, PSEUDO_LABELER_STATE)
         if not os.path.isfile(path):
             raise FileNotFoundError(

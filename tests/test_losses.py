@@ -135,7 +135,7 @@ def test_cross_corpus_alignment_matches_naive_loop(use_target_pairs):
     pseudo = torch.tensor([0, 1, 2, 0, 1])  # class 2 absent from the source batch
     mask = torch.tensor([True, True, True, False, True])
     ys = torch.tensor([0, 0, 1, 1, -100, 0])
-    loss = CrossCorpusClassAlignmentLoss(0.2, use_target_pairs)(zt, pseudo, mask, zs, ys)
+    loss = CrossCorpusClassAlignmentLoss(0.2, use_target_pairs)(zs, ys, zt, pseudo, mask)
     expected = _cross_corpus_loop(
         zt.detach().double(),
         pseudo.tolist(),
@@ -155,11 +155,11 @@ def test_cross_corpus_alignment_edge_cases_are_graph_zero():
     zt, zs = _leaf(3, 4, seed=14), _leaf(4, 4, seed=15)
     loss_fn = CrossCorpusClassAlignmentLoss()
     pseudo, ys = torch.tensor([0, 1, 1]), torch.tensor([0, 0, 0, 0])
-    no_selection = loss_fn(zt, pseudo, torch.zeros(3, dtype=torch.bool), zs, ys)
+    no_selection = loss_fn(zs, ys, zt, pseudo, torch.zeros(3, dtype=torch.bool))
     _assert_graph_zero(no_selection, zt, zs)
-    no_shared_class = loss_fn(zt, pseudo, torch.tensor([False, True, True]), zs, ys)
+    no_shared_class = loss_fn(zs, ys, zt, pseudo, torch.tensor([False, True, True]))
     _assert_graph_zero(no_shared_class, zt, zs)
-    empty_source = loss_fn(zt, pseudo, torch.ones(3, dtype=torch.bool), zs[:0], ys[:0])
+    empty_source = loss_fn(zs[:0], ys[:0], zt, pseudo, torch.ones(3, dtype=torch.bool))
     _assert_graph_zero(empty_source, zt, zs)
 
 

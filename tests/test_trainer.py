@@ -7,6 +7,7 @@ from factories import tiny_config, toy_corpus
 from safetensors.torch import load_file
 
 from emodna_hf import EmoDnaForAudioClassification
+from emodna_hf.objectives import build_objective
 from emodna_hf.trainer import (
     PSEUDO_LABELER_STATE,
     EmoDnaTrainer,
@@ -89,7 +90,7 @@ def test_each_loss_term_is_logged(tmp_path, method):
 def test_freematch_rule_logs_its_global_threshold(tmp_path):
     trainer = make_trainer(tmp_path, method="emodna")
     trainer.model.config.pseudo_label_selection = "freematch"
-    trainer.pseudo_labeler = trainer._build_pseudo_labeler(trainer.model.config, None)
+    trainer.objective = build_objective(trainer.model.config, gather=trainer.accelerator.gather)
     trainer.train()
     logged = set().union(*(row.keys() for row in trainer.state.log_history if "loss" in row))
     assert {"threshold_global", "pseudo_label_mask_rate"} <= logged and "pseudo_label_target_fraction" not in logged

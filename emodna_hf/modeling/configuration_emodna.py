@@ -16,7 +16,6 @@ SSL_BACKBONE_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 # (openSMILE acoustic functionals such as eGeMAPS).
 BACKBONE_TYPES = ("tcn", "opensmile", *SSL_BACKBONE_TYPES)
 POOLING_TYPES = ("mean", "attentive_stats")
-ADAPTATION_METHODS = ("emodna", "source_only", "dann", "mmd")
 CORPUS_ALIGNMENT_TYPES = ("adversarial", "mmd")
 CLASS_ALIGNMENT_TYPES = ("contrastive", "prototype")
 PSEUDO_LABEL_SELECTIONS = ("curriculum", "freematch")
@@ -76,7 +75,8 @@ class EmoDnaConfig(PreTrainedConfig):
             (their raw scales differ by orders of magnitude).
         label_smoothing (`float`, defaults to 0.0): Label smoothing of the source cross-entropy.
         adaptation_method (`str`, defaults to `"emodna"`):
-            What [`EmoDnaTrainer`] optimises: `"emodna"`, or a baseline: `"source_only"`, `"dann"`, `"mmd"`.
+            What [`EmoDnaTrainer`] optimises: `"emodna"`, or a baseline: `"source_only"`, `"dann"`, `"mmd"` (the
+            registry of `emodna_hf.objectives`).
         use_decoupling, use_class_alignment, use_corpus_alignment (`bool`, default `True`):
             Switch the Emo-DNA components (ablations). Only read when `adaptation_method="emodna"`.
         adaptive_threshold (`bool`, defaults to `True`):
@@ -169,7 +169,10 @@ class EmoDnaConfig(PreTrainedConfig):
     ):
         _check_choice("backbone_type", backbone_type, BACKBONE_TYPES)
         _check_choice("pooling", pooling, POOLING_TYPES)
-        _check_choice("adaptation_method", adaptation_method, ADAPTATION_METHODS)
+        # adaptation_method is checked against the registry of emodna_hf.objectives by the trainer and the recipes:
+        # a saved model must load (remote code) whatever method trained it.
+        if not isinstance(adaptation_method, str) or not adaptation_method:
+            raise ValueError(f"adaptation_method must be a method name, got {adaptation_method!r}")
         _check_choice("corpus_alignment", corpus_alignment, CORPUS_ALIGNMENT_TYPES)
         _check_choice("class_alignment", class_alignment, CLASS_ALIGNMENT_TYPES)
         _check_choice("pseudo_label_selection", pseudo_label_selection, PSEUDO_LABEL_SELECTIONS)
