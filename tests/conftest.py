@@ -2,7 +2,7 @@
 
 import os
 
-import huggingface_hub
+import huggingface_hub.constants  # the submodule itself: the package attribute is lazy
 import pytest
 import torch
 

@@ -140,7 +140,7 @@ def test_offline_push_request_fails_before_training(tmp_path):
     started = time.time()
     completed = subprocess.run(
         [sys.executable, str(REPO / "recipes" / "train.py"), "--output_dir", str(output), "--push_to_hub",
-         "--hub_model_id", "me/emo"],
+         "--hub_model_id", "me/emo", "--overwrite_output_dir", "true"],  # past the folder check, to the Hub's
         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
     )
     assert completed.returncode != 0
