@@ -50,7 +50,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "no_corpus_alignment": {"adaptation_method": "emodna", "use_corpus_alignment": False},
     "fixed_threshold": {"adaptation_method": "emodna", "adaptive_threshold": False},
     "no_corpus_normalization": {"adaptation_method": "emodna", "corpus_normalization": False},
-    "freematch_threshold": {"adaptation_method": "emodna", "pseudo_label_selection": "freematch"},
+    "curriculum_threshold": {"adaptation_method": "emodna", "pseudo_label_selection": "curriculum"},
 }
 # The classical bar and the target-supervised ceiling (benchmarks/classical.py): no training run.
 CLASSICAL = ("egemaps_lr_source", "egemaps_lr_corpus", "target_supervised")

@@ -13,6 +13,15 @@ import torch
 from torch import Tensor, nn
 
 
+def momentum_for(total_updates: int, time_constant: float) -> float:
+    """EMA momentum whose time constant 1 / (1 − λ) is `time_constant` of `total_updates` (at least one update).
+
+    A run of 800 updates with `time_constant=0.125` gives λ = 0.99 (time constant 100 updates); a run of 8000
+    gives 0.999. So the thresholds move the same way in training *progress* whatever the number of steps.
+    """
+    return 1.0 - 1.0 / max(1.0, time_constant * total_updates)
+
+
 class AdaptiveThresholdPseudoLabeler(nn.Module):
     r"""FreeMatch-style self-adaptive, class-wise confidence thresholds.
 
@@ -97,11 +106,12 @@ class AdaptiveThresholdPseudoLabeler(nn.Module):
             )
 
     @torch.no_grad()
-    def update(self, probs: Tensor) -> None:
+    def update(self, probs: Tensor, momentum: float | None = None) -> None:
         """Move the EMAs towards this batch's mean confidence and mean class probabilities.
 
         ``probs``: (B, C) softmax probabilities of target samples, gathered across processes. An empty batch
-        leaves the state unchanged.
+        leaves the state unchanged. ``momentum`` overrides the constructor's for this update (a momentum
+        derived from the length of training, see :func:`momentum_for`).
         """
         self._check(probs)
         if self.class_marginals.dtype not in (torch.float32, torch.float64):
@@ -109,8 +119,9 @@ class AdaptiveThresholdPseudoLabeler(nn.Module):
         if probs.shape[0] == 0:
             return
         probs = probs.detach().to(self.class_marginals)
-        self.global_confidence.lerp_(probs.max(dim=1).values.mean(), 1.0 - self.momentum)
-        self.class_marginals.lerp_(probs.mean(dim=0), 1.0 - self.momentum)
+        weight = 1.0 - (self.momentum if momentum is None else momentum)
+        self.global_confidence.lerp_(probs.max(dim=1).values.mean(), weight)
+        self.class_marginals.lerp_(probs.mean(dim=0), weight)
 
     @torch.no_grad()
     def thresholds(self) -> Tensor:

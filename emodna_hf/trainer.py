@@ -251,7 +251,9 @@ class EmoDnaTrainer(Trainer):
         progress = self.training_progress
         grl = grl_coefficient(progress, gamma=config.grl_gamma)
         outputs = model(**inputs, corpus_ids=corpus_ids, output_embeddings=True, gradient_reversal_coefficient=grl)
-        terms, stats = self.objective(ObjectiveBatch(outputs, inputs["labels"], corpus_ids, is_target, progress, grl))
+        updates = max(1, self.state.max_steps) * self.args.gradient_accumulation_steps
+        terms, stats = self.objective(
+            ObjectiveBatch(outputs, inputs["labels"], corpus_ids, is_target, progress, grl, total_updates=updates))
         terms = {"classification": (outputs.loss, config.classification_weight), **terms}
         loss = sum(weight * value for value, weight in terms.values())
         self._record("train", {**stats, **{f"loss_{name}": value.detach() for name, (value, _) in terms.items()}})

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from emodna_hf.pseudo_labels import AdaptiveThresholdPseudoLabeler, CurriculumPseudoLabeler
+from emodna_hf.pseudo_labels import AdaptiveThresholdPseudoLabeler, CurriculumPseudoLabeler, momentum_for
 
 
 def _random_probs(batch: int, classes: int, seed: int, sharpness: float = 3.0) -> torch.Tensor:
@@ -182,3 +182,22 @@ def test_curriculum_memory_is_a_ring_restored_by_state_dict():
     torch.testing.assert_close(restored.thresholds(0.7), labeler.thresholds(0.7))
     with pytest.raises(ValueError, match="warmup"):
         CurriculumPseudoLabeler(2, warmup=0.9, ramp=0.5)
+
+
+def test_momentum_from_training_length_makes_freematch_follow_progress():
+    assert momentum_for(800, 0.125) == pytest.approx(0.99) and momentum_for(8000, 0.125) == pytest.approx(0.999)
+    assert momentum_for(3, 0.125) == 0.0  # shorter than one time constant: no memory
+    # Halfway through a short and a 10x longer run on the same predictions, the thresholds agree closely.
+    probs = _random_probs(32, 4, seed=5, sharpness=6.0)
+    thresholds = []
+    for total in (200, 2000):
+        labeler = AdaptiveThresholdPseudoLabeler(num_classes=4)
+        for _ in range(total // 2):
+            labeler.update(probs, momentum=momentum_for(total, 0.125))
+        thresholds.append(labeler.thresholds())
+    torch.testing.assert_close(thresholds[0], thresholds[1], atol=0.01, rtol=0)
+    # ...while a fixed momentum of 0.99 leaves the short run far from where the long one is.
+    short = AdaptiveThresholdPseudoLabeler(num_classes=4, momentum=0.99)
+    for _ in range(10):
+        short.update(probs)
+    assert (short.thresholds() - thresholds[1]).abs().max() > 0.1

@@ -78,7 +78,7 @@ def test_each_loss_term_is_logged(tmp_path, method):
         expected |= {"domain_accuracy", "grl_coefficient"}
     if method == "emodna":
         expected |= {"loss_decoupling", "loss_corpus_classification", "loss_class_alignment", "loss_pseudo_label",
-                     "pseudo_label_mask_rate", "pseudo_label_target_fraction", "threshold_angry", "threshold_sad"}
+                     "pseudo_label_mask_rate", "threshold_global", "threshold_angry", "threshold_sad"}
     assert expected <= logged, expected - logged
     if method == "source_only":
         assert not any(k.startswith(("loss_corpus", "loss_decoupling", "threshold")) for k in logged)
@@ -87,13 +87,14 @@ def test_each_loss_term_is_logged(tmp_path, method):
 
 
 @pytest.mark.slow
-def test_freematch_rule_logs_its_global_threshold(tmp_path):
+def test_curriculum_rule_logs_its_target_share(tmp_path):
     trainer = make_trainer(tmp_path, method="emodna")
-    trainer.model.config.pseudo_label_selection = "freematch"
-    trainer.objective = build_objective(trainer.model.config, gather=trainer.accelerator.gather)
+    trainer.model.config.pseudo_label_selection = "curriculum"
+    trainer.objective = build_objective(trainer.model.config, target_size=16, gather=trainer.accelerator.gather)
     trainer.train()
     logged = set().union(*(row.keys() for row in trainer.state.log_history if "loss" in row))
-    assert {"threshold_global", "pseudo_label_mask_rate"} <= logged and "pseudo_label_target_fraction" not in logged
+    assert {"pseudo_label_target_fraction", "pseudo_label_mask_rate"} <= logged and "threshold_global" not in logged
+    assert int(trainer.pseudo_labeler.memory_count) == 16
 
 
 @pytest.mark.slow
@@ -129,12 +130,12 @@ def test_resume_continues_exactly(tmp_path):
     first.train()
     checkpoint = tmp_path / "b" / "out" / "checkpoint-4"
     saved_state = load_file(checkpoint / PSEUDO_LABELER_STATE)
-    assert set(saved_state) == {"memory", "memory_count", "memory_position"}  # the curriculum rule's state
+    assert set(saved_state) == {"global_confidence", "class_marginals"}  # the FreeMatch rule's state
     resumed = make_trainer(tmp_path / "c", max_steps=8)
     resumed.train(resume_from_checkpoint=str(checkpoint))
 
-    # The restored memory is that of step 4, not the fresh empty one...
-    assert int(saved_state["memory_count"]) > 0 and saved_state["memory"].abs().sum() > 0
+    # The restored thresholds are those of step 4, not the fresh initial ones...
+    assert not torch.allclose(saved_state["class_marginals"], torch.full((4,), 0.25))
     # ...and training continues to the same weights and pseudo-label state as the uninterrupted run.
     for name, tensor in straight.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)

@@ -81,10 +81,11 @@ class EmoDnaConfig(PreTrainedConfig):
             Switch the Emo-DNA components (ablations). Only read when `adaptation_method="emodna"`.
         adaptive_threshold (`bool`, defaults to `True`):
             Per-class adaptive pseudo-label thresholds; `False` uses `fixed_threshold` (ablation).
-        pseudo_label_selection (`str`, defaults to `"curriculum"`):
-            The adaptive rule: `"curriculum"` (class-wise thresholds from a memory of recent target predictions that
-            select a share of the target growing with training progress, in proportion to the predicted classes)
-            or `"freematch"` (FreeMatch's self-adaptive thresholds, EMA per step). See docs/method.md.
+        pseudo_label_selection (`str`, defaults to `"freematch"`):
+            The adaptive rule: `"freematch"` (FreeMatch's self-adaptive class-wise thresholds, EMAs whose time
+            constant is a fixed share of training) or `"curriculum"` (class-wise thresholds from a memory of recent
+            target predictions that select a share of the target growing with training progress, in proportion
+            to the predicted classes). See docs/method.md §3.4.
         pseudo_label_ramp (`float`, defaults to 0.8):
             `"curriculum"`: training progress at which the selected share reaches `pseudo_label_max_fraction`
             (it grows linearly from 0 at `pseudo_label_warmup`).
@@ -94,7 +95,11 @@ class EmoDnaConfig(PreTrainedConfig):
         pseudo_label_confidence_floor (`float`, defaults to 0.0):
             `"curriculum"`: no class threshold goes below this probability.
         fixed_threshold (`float`, defaults to 0.9): Confidence threshold when `adaptive_threshold=False`.
-        threshold_momentum (`float`, defaults to 0.99): EMA momentum of the adaptive threshold state.
+        threshold_momentum (`float`, *optional*):
+            `"freematch"`: EMA momentum of the threshold state. `None` (default) derives it from the length of
+            training so that the EMA's time constant is `threshold_time_constant` of all updates, whatever the
+            number of steps: λ = 1 − 1 / (threshold_time_constant · updates).
+        threshold_time_constant (`float`, defaults to 0.125): see `threshold_momentum`.
         corpus_alignment (`str`, defaults to `"adversarial"`): Emo-DNA corpus-level alignment: `"adversarial"` or `"mmd"`.
         class_alignment (`str`, defaults to `"contrastive"`): Emo-DNA class-level alignment: `"contrastive"` or `"prototype"`.
         contrastive_temperature (`float`, defaults to 0.1): Temperature of the contrastive losses.
@@ -147,8 +152,9 @@ class EmoDnaConfig(PreTrainedConfig):
         use_corpus_alignment: bool = True,
         adaptive_threshold: bool = True,
         fixed_threshold: float = 0.9,
-        threshold_momentum: float = 0.99,
-        pseudo_label_selection: str = "curriculum",
+        threshold_momentum: float | None = None,
+        threshold_time_constant: float = 0.125,
+        pseudo_label_selection: str = "freematch",
         pseudo_label_ramp: float = 0.8,
         pseudo_label_max_fraction: float = 1.0,
         pseudo_label_memory_size: int = 2048,
@@ -182,6 +188,8 @@ class EmoDnaConfig(PreTrainedConfig):
                 "Need 0 <= pseudo_label_warmup <= pseudo_label_ramp <= 1, got "
                 f"{pseudo_label_warmup} and {pseudo_label_ramp}."
             )
+        if not 0.0 < threshold_time_constant <= 1.0:
+            raise ValueError(f"threshold_time_constant must be in (0, 1], got {threshold_time_constant}")
         if not 0.0 < pseudo_label_max_fraction <= 1.0:
             raise ValueError(f"pseudo_label_max_fraction must be in (0, 1], got {pseudo_label_max_fraction}")
         if num_corpora < 2:
@@ -223,6 +231,7 @@ class EmoDnaConfig(PreTrainedConfig):
         self.adaptive_threshold = adaptive_threshold
         self.fixed_threshold = fixed_threshold
         self.threshold_momentum = threshold_momentum
+        self.threshold_time_constant = threshold_time_constant
         self.pseudo_label_selection = pseudo_label_selection
         self.pseudo_label_ramp = pseudo_label_ramp
         self.pseudo_label_max_fraction = pseudo_label_max_fraction

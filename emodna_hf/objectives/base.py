@@ -22,6 +22,8 @@ class ObjectiveBatch:
         is_target: `(B,)` bool, the target rows.
         progress: training progress in [0, 1] (global step / total steps).
         grl_coefficient: the gradient-reversal coefficient used in this forward pass.
+        total_updates: forward passes of the whole training (optimisation steps × gradient-accumulation steps),
+            for state whose pace follows training progress.
     """
 
     outputs: Any
@@ -30,6 +32,7 @@ class ObjectiveBatch:
     is_target: Tensor
     progress: float
     grl_coefficient: float
+    total_updates: int = 1
 
 
 def _identity(tensor: Tensor) -> Tensor:

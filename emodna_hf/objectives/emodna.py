@@ -21,7 +21,7 @@ from ..losses import (
     corpus_classification_loss,
     pseudo_label_cross_entropy,
 )
-from ..pseudo_labels import AdaptiveThresholdPseudoLabeler, CurriculumPseudoLabeler
+from ..pseudo_labels import AdaptiveThresholdPseudoLabeler, CurriculumPseudoLabeler, momentum_for
 from .base import AdaptationObjective, ObjectiveBatch
 from .dann import DomainAdversarialObjective
 from .mmd import MultiKernelMMDObjective
@@ -40,7 +40,7 @@ def build_pseudo_labeler(config, target_size: int | None = None):
             confidence_floor=config.pseudo_label_confidence_floor,
         )
     return AdaptiveThresholdPseudoLabeler(
-        config.num_labels, momentum=config.threshold_momentum,
+        config.num_labels, momentum=config.threshold_momentum if config.threshold_momentum is not None else 0.99,
         fixed_threshold=None if config.adaptive_threshold else config.fixed_threshold,
     )
 
@@ -74,7 +74,7 @@ class EmoDnaObjective(AdaptationObjective):
             loss, stats = self.corpus_aligner.corpus_alignment(batch)
             terms["corpus_alignment"] = (loss, config.corpus_alignment_weight)
         if config.use_class_alignment:
-            pseudo_labels, selected, pseudo_stats = self.pseudo_labels(outputs.logits[target], batch.progress)
+            pseudo_labels, selected, pseudo_stats = self.pseudo_labels(outputs.logits[target], batch)
             stats.update(pseudo_stats)
         if config.use_decoupling:
             # Positives share the emotion: source labels, plus confident target pseudo-labels once available.
@@ -103,10 +103,16 @@ class EmoDnaObjective(AdaptationObjective):
             )
         return terms, stats
 
-    def pseudo_labels(self, target_logits, progress: float):
+    def pseudo_labels(self, target_logits, batch: ObjectiveBatch):
         """Update the thresholds with all processes' target predictions, then select confident local rows."""
-        probs = target_logits.detach().float().softmax(-1)
-        self.pseudo_labeler.update(self.gather(probs))
+        probs, progress = target_logits.detach().float().softmax(-1), batch.progress
+        if isinstance(self.pseudo_labeler, CurriculumPseudoLabeler):
+            self.pseudo_labeler.update(self.gather(probs))
+        else:
+            momentum = self.config.threshold_momentum
+            if momentum is None:  # the EMAs' time constant is a share of training, not a number of steps
+                momentum = momentum_for(batch.total_updates, self.config.threshold_time_constant)
+            self.pseudo_labeler.update(self.gather(probs), momentum=momentum)
         if isinstance(self.pseudo_labeler, CurriculumPseudoLabeler):
             pseudo_labels, selected = self.pseudo_labeler.select(probs, progress)
             thresholds = self.pseudo_labeler.thresholds(progress)
