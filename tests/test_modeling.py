@@ -297,3 +297,11 @@ def test_inference_refuses_what_it_cannot_classify(tmp_path, backbone_type):
         classifier(np.zeros(16000, dtype=np.float32))
     with pytest.raises(ValueError, match="NaN"):
         classifier(np.full(16000, np.nan, dtype=np.float32))
+
+
+def test_layerdrop_is_off_under_the_weighted_layer_sum():
+    """wav2vec2's default LayerDrop (0.1) returns fewer hidden states in training: the layer sum would crash."""
+    model = _model("wav2vec2", backbone_config=dict(tiny_ssl_backbone_config("wav2vec2"), layerdrop=0.9)).train()
+    assert model.config.backbone_config.layerdrop == 0.0
+    for _ in range(3):
+        model(torch.randn(2, 8000), corpus_ids=torch.tensor([0, 1]))

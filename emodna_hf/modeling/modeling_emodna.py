@@ -230,6 +230,10 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
     def __init__(self, config: EmoDnaConfig):
         super().__init__(config)
         if config.uses_ssl_backbone:
+            if config.use_weighted_layer_sum and getattr(config.backbone_config, "layerdrop", 0.0):
+                # LayerDrop skips whole layers in training, so the encoder returns fewer hidden states than the
+                # layer sum has weights (a crash at a random step): the sum over layers is our regulariser.
+                config.backbone_config.layerdrop = 0.0
             self.backbone = AutoModel.from_config(config.backbone_config)
             num_layers = config.backbone_config.num_hidden_layers + 1
             hidden_size = config.backbone_config.hidden_size
