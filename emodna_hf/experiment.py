@@ -12,7 +12,7 @@
 * :func:`run_experiment` — load data, build model and trainer, train, evaluate on the target (and held-out
   source) corpus, write the output folder (model + remote code + feature extractor, `README.md` card,
   `metrics.json`, confusion-matrix and embedding plots), optionally push it; returns the metrics.
-* :func:`evaluate_model` — evaluate a saved folder or Hub id on any corpora (what `recipes/evaluate.py` runs).
+* :func:`evaluate_model` — evaluate a saved folder or Hub id on any corpora (what `recipes/evaluate_model.py` runs).
 
 Protocol: the target's labels are never read in training and never used for model selection or early stopping
 (`metric_for_best_model` may only name a *source* metric). Target results are transductive: the model is

@@ -20,14 +20,6 @@ eNTERFACE'05 ships .avi videos: extract mono 16 kHz wav files next to them first
 
 from __future__ import annotations
 
-import os as _os
-import sys as _sys
-
-# recipes/ holds evaluate.py, which would shadow the `evaluate` library (imported by transformers) when a script
-# here runs with this folder first on sys.path: drop it.
-_HERE = _os.path.dirname(_os.path.abspath(__file__))
-_sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != _HERE]
-
 import argparse
 import csv
 import os

@@ -16,14 +16,6 @@ and prints the target and source results. `--push_to_hub --hub_model_id you/name
 
 from __future__ import annotations
 
-import os as _os
-import sys as _sys
-
-# recipes/ holds evaluate.py, which would shadow the `evaluate` library (imported by transformers) when a script
-# here runs with this folder first on sys.path: drop it.
-_HERE = _os.path.dirname(_os.path.abspath(__file__))
-_sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != _HERE]
-
 import logging
 import os
 import sys

@@ -1,4 +1,4 @@
-"""The user-facing recipes: train.py through `accelerate launch`, the output folder, evaluate.py, configs, manifests."""
+"""The user-facing recipes: train.py through `accelerate launch`, the output folder, evaluate_model.py, configs, manifests."""
 
 import csv
 import json
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "recipes" / "configs").glob("*.yaml"))
 
 def _load_script(name):
-    """Import a recipe script by path (recipes/ is not a package, and it must not go on sys.path: evaluate.py)."""
+    """Import a recipe script by path (recipes/ is not a package)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
@@ -142,7 +142,7 @@ def test_evaluate_recipe_on_another_corpus(trained_run):
     training_files = {name: (output / name).read_bytes() for name in ("metrics.json", "confusion_matrix.png",
                                                                        "embeddings.png", "README.md")}
     completed = subprocess.run(
-        [sys.executable, str(REPO / "recipes" / "evaluate.py"), "--model_name_or_path", str(output),
+        [sys.executable, str(REPO / "recipes" / "evaluate_model.py"), "--model_name_or_path", str(output),
          "--corpus_name", "synth-c", "synth-b", "--corpus_dataset", "synthetic:synth-c", "synthetic:synth-b",
          "--corpus_load_kwargs", '{"synth-c": {"n_per_class_per_speaker": 1, "n_speakers": 3}, '
                                  '"synth-b": {"n_per_class_per_speaker": 1, "n_speakers": 5}}',
@@ -154,14 +154,14 @@ def test_evaluate_recipe_on_another_corpus(trained_run):
     metrics = json.loads((evaluation / "eval_synth-c+synth-b.json").read_text())
     assert metrics["scheme"] == "categorical4" and set(metrics["corpora"]) == {"synth-c", "synth-b"}
     assert metrics["corpora"]["synth-c"]["n"] == 12
-    # The same target utterances evaluated by evaluate.py and by the training run give the same numbers.
+    # The same target utterances evaluated by evaluate_model.py and by the training run give the same numbers.
     trained = json.loads((output / "metrics.json").read_text())["target"]
     assert metrics["corpora"]["synth-b"]["uar"] == pytest.approx(trained["uar"])
     assert metrics["corpora"]["synth-b"]["confusion_matrix"] == trained["confusion_matrix"]
     assert (evaluation / "eval_synth-c+synth-b_confusion_matrix.png").stat().st_size > 10_000
     assert (evaluation / "eval_synth-c+synth-b_embeddings.png").stat().st_size > 10_000
     for name, content in training_files.items():
-        assert (output / name).read_bytes() == content, f"evaluate.py replaced the training run's {name}"
+        assert (output / name).read_bytes() == content, f"evaluate_model.py replaced the training run's {name}"
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)

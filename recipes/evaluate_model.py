@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Evaluate a trained Emo-DNA model (an output folder or a Hub model id) on one or more corpora.
 
-    python recipes/evaluate.py --model_name_or_path outputs/default \
+    python recipes/evaluate_model.py --model_name_or_path outputs/default \
         --corpus_name synth-c --corpus_dataset synthetic:synth-c --output_dir outputs/default-on-synth-c
-    python recipes/evaluate.py --model_name_or_path you/emodna-emodb-to-casia --corpus_name savee \
+    python recipes/evaluate_model.py --model_name_or_path you/emodna-emodb-to-casia --corpus_name savee \
         --corpus_dataset /path/to/savee/manifest.csv --output_dir outputs/savee
 
 Corpora are given like the training sources (`--corpus_name a b --corpus_dataset X Y`, optional
@@ -16,14 +16,6 @@ evaluated.
 """
 
 from __future__ import annotations
-
-import os as _os
-import sys as _sys
-
-# recipes/ holds evaluate.py, which would shadow the `evaluate` library (imported by transformers) when a script
-# here runs with this folder first on sys.path: drop it.
-_HERE = _os.path.dirname(_os.path.abspath(__file__))
-_sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != _HERE]
 
 import argparse
 import logging
