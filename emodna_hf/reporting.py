@@ -5,7 +5,7 @@
 * :func:`save_embedding_projection` — a 2-D projection (PCA, or t-SNE) of the emotion-relevant and the
   corpus-specific embeddings, each coloured by emotion and by corpus: decoupling and alignment made visible.
   :func:`embedding_silhouettes` puts numbers on the same picture.
-* :func:`make_model_card` — the Hub model card, rendered from `model_cards/template.md` with
+* :func:`make_model_card` — the Hub model card, rendered from `emodna_hf/templates/model_card.md` (package data) with
   `huggingface_hub.ModelCard.from_template` (YAML metadata with a `model-index` of the target-corpus results).
 
 matplotlib runs on the Agg backend: nothing here needs a display.
@@ -25,7 +25,7 @@ import numpy as np
 METRICS_FILE = "metrics.json"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 EMBEDDINGS_FILE = "embeddings.png"
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "template.md"
+DEFAULT_TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
 
 # Facts about the corpora with built-in label maps, for the card (language metadata and limitations).
 # Keys are normalised corpus / label-map names (lowercase alphanumerics).
@@ -286,10 +286,7 @@ def make_model_card(
 
     template_path = Path(template_path or DEFAULT_TEMPLATE)
     if not template_path.is_file():
-        raise FileNotFoundError(
-            f"Model card template {template_path} not found; it ships in the repository's model_cards/ folder. "
-            "Pass template_path=... when emodna_hf is installed without the repository."
-        )
+        raise FileNotFoundError(f"Model card template {template_path} not found.")
     corpora = [*info["sources"], info["target"]]
     languages = sorted({c["language"] for c in corpora if c.get("language")})
     hub_datasets = list(dict.fromkeys(c["dataset_id"] for c in corpora if c.get("hub")))

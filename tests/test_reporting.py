@@ -1,6 +1,7 @@
 """Output-folder reports: strict metrics JSON, readable plots, embedding scores, and the model card round trip."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +120,27 @@ def test_corpus_facts():
     assert reporting.corpus_facts("enterface")["title"].startswith("eNTERFACE")
     assert reporting.corpus_facts("synth-b")["style"].startswith("synthetic")
     assert reporting.corpus_facts("my-corpus") == {"language": "", "style": "", "title": ""}
+
+
+@pytest.mark.slow
+def test_a_wheel_install_ships_the_card_template(tmp_path):
+    """A non-editable install must find the template inside the package (no repository next to it)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[1]
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                            str(tmp_path), str(repo)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    wheel = next(tmp_path.glob("emodna_hf-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tmp_path / "site")
+    assert (tmp_path / "site" / "emodna_hf" / "templates" / "model_card.md").is_file()
+    # The extracted package, imported without the repository, resolves its default template there.
+    code = ("import emodna_hf.reporting as r, pathlib; p = pathlib.Path(r.DEFAULT_TEMPLATE); "
+            "print(p.is_file(), p.is_relative_to(pathlib.Path.cwd()))")
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path / "site")}
+    checked = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "site", env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert checked.stdout.split() == ["True", "True"], checked.stderr[-2000:]
