@@ -143,7 +143,7 @@ def parse_corpora(values: list[str], allowed_keys: set[str]) -> list[dict[str, A
 
 def direction_args(base, source: dict[str, Any], target: dict[str, Any], corpus_keys: set[str]):
     """The base DataArguments with `source` as the only source corpus and `target` as the target."""
-    from emodna_hf.experiment import DataArguments
+    from emodna_hf.arguments import DataArguments
 
     corpus_fields = {f"{side}_{key}" for side in ("source", "target") for key in corpus_keys}
     kwargs = {k: v for k, v in dataclasses.asdict(base).items() if k not in corpus_fields}
@@ -155,7 +155,7 @@ def direction_args(base, source: dict[str, Any], target: dict[str, Any], corpus_
 
 def method_args(base, method: str):
     """The base ModelArguments plus the method's overrides (non-field ones go into config_overrides)."""
-    from emodna_hf.experiment import ModelArguments
+    from emodna_hf.arguments import ModelArguments
 
     names = {f.name for f in dataclasses.fields(ModelArguments)}
     overrides = METHODS[method]

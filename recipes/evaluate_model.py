@@ -25,7 +25,8 @@ import sys
 def parse(argv: list[str] | None = None):
     from transformers import HfArgumentParser
 
-    from emodna_hf.experiment import EvaluationArguments, load_config_file
+    from emodna_hf.arguments import EvaluationArguments
+    from emodna_hf.config_files import load_config_file
 
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
@@ -48,7 +49,7 @@ def parse(argv: list[str] | None = None):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from emodna_hf.experiment import evaluate_model
+    from emodna_hf.evaluation import evaluate_model
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         level=logging.WARNING, stream=sys.stdout)

@@ -5,7 +5,7 @@
     accelerate launch recipes/train.py --config recipes/configs/emodb_to_enterface.yaml
     python recipes/train.py --adaptation_method dann --num_train_epochs 2 --output_dir outputs/dann
 
-Arguments are the fields of `emodna_hf.experiment.ModelArguments`, `DataArguments` and
+Arguments are the fields of `emodna_hf.arguments.ModelArguments`, `DataArguments` and
 `emodna_hf.trainer.EmoDnaTrainingArguments` (a transformers `TrainingArguments`): `--help` lists them. Values come
 from the config file (default: recipes/configs/default.yaml) and the command line overrides them.
 

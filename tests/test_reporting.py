@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from huggingface_hub import ModelCard
 
+from emodna_hf import card as model_card
 from emodna_hf import reporting
 
 
@@ -91,7 +92,7 @@ def _card_info(**overrides):
 
 
 def test_model_card_metadata_round_trip(tmp_path):
-    card = reporting.make_model_card(_card_info())
+    card = model_card.make_model_card(_card_info())
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     data = loaded.data
@@ -112,14 +113,14 @@ def test_model_card_metadata_round_trip(tmp_path):
 
 def test_missing_template_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="template"):
-        reporting.make_model_card(_card_info(), template_path=tmp_path / "nope.md")
+        model_card.make_model_card(_card_info(), template_path=tmp_path / "nope.md")
 
 
 def test_corpus_facts():
-    assert reporting.corpus_facts("CREMA-D")["language"] == "en"
-    assert reporting.corpus_facts("enterface")["title"].startswith("eNTERFACE")
-    assert reporting.corpus_facts("synth-b")["style"].startswith("synthetic")
-    assert reporting.corpus_facts("my-corpus") == {"language": "", "style": "", "title": ""}
+    assert model_card.corpus_facts("CREMA-D")["language"] == "en"
+    assert model_card.corpus_facts("enterface")["title"].startswith("eNTERFACE")
+    assert model_card.corpus_facts("synth-b")["style"].startswith("synthetic")
+    assert model_card.corpus_facts("my-corpus") == {"language": "", "style": "", "title": ""}
 
 
 @pytest.mark.slow
@@ -138,7 +139,7 @@ def test_a_wheel_install_ships_the_card_template(tmp_path):
         archive.extractall(tmp_path / "site")
     assert (tmp_path / "site" / "emodna_hf" / "templates" / "model_card.md").is_file()
     # The extracted package, imported without the repository, resolves its default template there.
-    code = ("import emodna_hf.reporting as r, pathlib; p = pathlib.Path(r.DEFAULT_TEMPLATE); "
+    code = ("import emodna_hf.card as r, pathlib; p = pathlib.Path(r.DEFAULT_TEMPLATE); "
             "print(p.is_file(), p.is_relative_to(pathlib.Path.cwd()))")
     env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path / "site")}
     checked = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "site", env=env, capture_output=True,

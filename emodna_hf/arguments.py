@@ -1,0 +1,497 @@
+"""The arguments of a run: `ModelArguments`, `DataArguments`, `EvaluationArguments`, with their validation.
+
+* :class:`ModelArguments` — backbone and adaptation method. Every method field is an *optional override* of an
+  :class:`~emodna_hf.EmoDnaConfig` field: left at None, the config's own default applies (EmoDnaConfig is the
+  single source of default values).
+* :class:`DataArguments` — one or several labelled source corpora, the unlabelled target corpus, the label
+  scheme and audio options. Parallel `source_*` lists (a single value applies to every source) and `target_*`
+  scalars; in YAML files also as `sources: [{name: ..., dataset: ...}]` and `target: {name: ..., dataset: ...}`.
+* :class:`EvaluationArguments` — a saved model and the corpora to evaluate it on.
+`emodna_hf.config_files` reads them from YAML/JSON files and the command line (`parse_args`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data import PRESETS, SCHEMES, CorpusSpec, get_label_map
+from .modeling import EmoDnaConfig
+from .modeling.configuration_emodna import (
+    BACKBONE_TYPES,
+    CLASS_ALIGNMENT_TYPES,
+    CORPUS_ALIGNMENT_TYPES,
+)
+from .objectives import REGISTRY as ADAPTATION_METHODS
+
+# EmoDnaConfig's defaults, read from its signature: the help texts quote them, nothing here copies them.
+_CONFIG_DEFAULTS = {
+    name: p.default
+    for name, p in inspect.signature(EmoDnaConfig.__init__).parameters.items()
+    if p.default is not inspect.Parameter.empty
+}
+
+
+# Config fields that the run derives from the data; they cannot be overridden.
+_DERIVED_CONFIG_FIELDS = ("id2label", "label2id", "num_labels", "num_corpora", "sampling_rate", "corpus_names")
+
+
+_NONE_STRINGS = {"", "none", "null", "auto"}
+
+
+def _override(name: str, help: str, **metadata: Any) -> Any:
+    """A dataclass field that overrides EmoDnaConfig's `name` when set (None = keep the config default)."""
+    return field(
+        default=None, metadata={"help": f"{help} Default: EmoDnaConfig's ({_CONFIG_DEFAULTS[name]!r}).", **metadata}
+    )
+
+
+def _bool_override(name: str, help: str) -> Any:
+    # nargs/const: `--flag` alone means True, `--flag false` False (HfArgumentParser's Optional[bool] needs a value).
+    return _override(name, help, nargs="?", const=True)
+
+
+def _parse_mapping(value: Any, what: str) -> dict | None:
+    """A dict from YAML, or from the command line as JSON or `key=value,key=value`."""
+    if value is None or isinstance(value, dict):
+        return value
+    text = str(value).strip()
+    if text.lower() in _NONE_STRINGS:
+        return None
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{what}: invalid JSON {text!r} ({error})") from error
+        if not isinstance(parsed, dict):
+            raise ValueError(f"{what} must be a JSON object, got {text!r}")
+        return parsed
+    result = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        if "=" not in item:
+            raise ValueError(f"{what}: expected JSON or key=value pairs separated by commas, got {text!r}")
+        key, raw = item.split("=", 1)
+        result[key.strip()] = yaml.safe_load(raw)
+    return result
+
+
+@dataclass
+class ModelArguments:
+    """The backbone and the adaptation method (all method fields override EmoDnaConfig defaults when set)."""
+
+    backbone_type: str | None = _override(
+        "backbone_type",
+        f"Backbone family: {', '.join(BACKBONE_TYPES)}. Inferred from backbone_name_or_path when that is set.",
+    )
+    backbone_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Pretrained SSL checkpoint (Hub id such as microsoft/wavlm-base-plus, or a local folder) to "
+            "start the backbone from. Without it an SSL backbone is randomly initialised (tests only)."
+        },
+    )
+    backbone_revision: str | None = field(default=None, metadata={"help": "Revision of the SSL checkpoint."})
+    freeze_backbone: bool | None = _bool_override("freeze_backbone", "Keep the whole SSL encoder frozen.")
+    freeze_feature_encoder: bool | None = _bool_override(
+        "freeze_feature_encoder", "Freeze only the SSL encoder's CNN feature encoder."
+    )
+    adaptation_method: str | None = _override(
+        "adaptation_method", f"Adaptation method: {', '.join(ADAPTATION_METHODS)}."
+    )
+    use_decoupling: bool | None = _bool_override("use_decoupling", "Emo-DNA ablation: contrastive decoupling.")
+    use_class_alignment: bool | None = _bool_override(
+        "use_class_alignment", "Emo-DNA ablation: class-level alignment with target pseudo-labels."
+    )
+    use_corpus_alignment: bool | None = _bool_override(
+        "use_corpus_alignment", "Emo-DNA ablation: corpus-level alignment."
+    )
+    corpus_normalization: bool | None = _bool_override(
+        "corpus_normalization", "Per-corpus standardisation of the pooled features (None: on for Emo-DNA only)."
+    )
+    adaptive_threshold: bool | None = _bool_override(
+        "adaptive_threshold", "Self-adaptive pseudo-label thresholds (False: fixed_threshold)."
+    )
+    fixed_threshold: float | None = _override("fixed_threshold", "Pseudo-label threshold when not adaptive.")
+    corpus_alignment: str | None = _override(
+        "corpus_alignment", f"Emo-DNA corpus-level alignment: {', '.join(CORPUS_ALIGNMENT_TYPES)}."
+    )
+    class_alignment: str | None = _override(
+        "class_alignment", f"Emo-DNA class-level alignment: {', '.join(CLASS_ALIGNMENT_TYPES)}."
+    )
+    classification_weight: float | None = _override("classification_weight", "Weight of the source cross-entropy.")
+    decoupling_weight: float | None = _override("decoupling_weight", "Weight of the decoupling loss.")
+    corpus_classification_weight: float | None = _override(
+        "corpus_classification_weight", "Weight of the corpus classification loss."
+    )
+    class_alignment_weight: float | None = _override("class_alignment_weight", "Weight of class-level alignment.")
+    pseudo_label_weight: float | None = _override("pseudo_label_weight", "Weight of the pseudo-label loss.")
+    corpus_alignment_weight: float | None = _override(
+        "corpus_alignment_weight", "Weight of corpus-level alignment (also DANN/MMD)."
+    )
+    pseudo_label_warmup: float | None = _override(
+        "pseudo_label_warmup", "Fraction of training before pseudo-labels are used."
+    )
+    contrastive_temperature: float | None = _override("contrastive_temperature", "Contrastive temperature.")
+    grl_gamma: float | None = _override("grl_gamma", "Steepness of the gradient-reversal ramp.")
+    label_smoothing: float | None = _override("label_smoothing", "Label smoothing of the source cross-entropy.")
+    config_overrides: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Any other EmoDnaConfig fields, as JSON or key=value,key=value (e.g. "
+            "'tcn_hidden_size=32,pooling=mean'); a mapping in YAML."
+        },
+    )
+    cache_features: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Compute the parameter-free / frozen backbone features once and train on them (same logits, "
+            "less work per epoch). Default: on for the tcn backbone and for a frozen SSL backbone.",
+            "nargs": "?",
+            "const": True,
+        },
+    )
+
+    def __post_init__(self):
+        self.config_overrides = _parse_mapping(self.config_overrides, "config_overrides")
+        for name, choices in (
+            ("backbone_type", BACKBONE_TYPES),
+            ("adaptation_method", ADAPTATION_METHODS),
+            ("corpus_alignment", CORPUS_ALIGNMENT_TYPES),
+            ("class_alignment", CLASS_ALIGNMENT_TYPES),
+        ):
+            value = getattr(self, name)
+            if value is not None and value not in choices:
+                raise ValueError(f"Unknown {name} {value!r}; expected one of {', '.join(map(repr, choices))}.")
+        for key in self.config_overrides or {}:
+            if key in _DERIVED_CONFIG_FIELDS:
+                raise ValueError(f"config_overrides cannot set {key!r}: the run derives it from the data.")
+            if key not in _CONFIG_DEFAULTS:
+                close = difflib.get_close_matches(key, list(_CONFIG_DEFAULTS), n=3)
+                raise ValueError(
+                    f"config_overrides: {key!r} is not an EmoDnaConfig field"
+                    + (f" (did you mean {', '.join(close)}?)" if close else "")
+                )
+            if hasattr(self, key) and getattr(self, key) is not None:
+                raise ValueError(f"{key!r} is set both directly and in config_overrides; set it once.")
+
+    def config_kwargs(self) -> dict[str, Any]:
+        """The EmoDnaConfig fields this run sets explicitly (everything else keeps the config default)."""
+        names = [f.name for f in dataclasses.fields(self) if f.name in _CONFIG_DEFAULTS]
+        kwargs = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        kwargs.update(self.config_overrides or {})
+        return kwargs
+
+
+def _as_list(value: Any) -> list | None:
+    if value is None:
+        return None
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _none_if_auto(value: Any) -> Any:
+    return None if isinstance(value, str) and value.strip().lower() in _NONE_STRINGS else value
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
+
+
+_FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+
+
+def check_corpus_source(name: str, source: str, *, must_exist: bool = True) -> str:
+    """How `source` will be read ("synthetic", "local" or "hub"); a clear ValueError when it cannot be.
+
+    With `must_exist=False` (parse time) a path that does not exist yet passes; `DataArguments.check_sources`
+    (run time, before any loading) requires it.
+    """
+    from .data import ESPEAK_PRESETS
+
+    presets = sorted({*PRESETS, *ESPEAK_PRESETS})  # source-filter and espeak-ng presets
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError(f"Corpus {name!r}: empty dataset source.")
+    if source.startswith("synthetic:"):
+        preset = source.split(":", 1)[1]
+        if preset not in presets:
+            raise ValueError(
+                f"Corpus {name!r}: unknown synthetic preset {preset!r}; known: "
+                f"{', '.join('synthetic:' + p for p in presets)}."
+            )
+        return "synthetic"
+    path = Path(source).expanduser()
+    if path.exists():
+        return "local"
+    looks_like_path = (
+        source.startswith((".", "/", "~")) or source.lower().endswith(_FILE_SUFFIXES) or source.count("/") > 1
+        or "\\" in source
+    )
+    if looks_like_path and not must_exist:
+        return "local"
+    if looks_like_path or not _HUB_ID.match(source):
+        raise ValueError(
+            f"Corpus {name!r}: dataset source {source!r} is neither an existing local file or folder, nor "
+            "'synthetic:<preset>' (presets: " + ", ".join(presets) + "), nor a Hub dataset id "
+            "('name' or 'owner/name'). Fix the path or the id."
+        )
+    return "hub"
+
+
+def _check_label_map(name: str, label_map_name: str | None, label_map: dict | None) -> None:
+    if label_map:
+        return  # harmonize_labels accepts an explicit map for any corpus
+    try:
+        get_label_map(label_map_name or name)
+    except KeyError:
+        from .data import CORPUS_LABEL_MAPS
+
+        raise ValueError(
+            f"Corpus {name!r}: no built-in label map for corpus {label_map_name or name!r} (known: "
+            f"{', '.join(sorted(CORPUS_LABEL_MAPS))}). Set its label_map_name to one of them, or give a "
+            "label_map (raw label -> emotion)."
+        ) from None
+
+
+_CORPUS_FIELDS = ("dataset", "split", "config_name", "audio_column", "label_column", "speaker_column",
+                  "utt_id_column", "label_map_name")
+
+
+_CORPUS_DEFAULTS = {"split": "train", "audio_column": "audio"}
+
+
+@dataclass
+class DataArguments:
+    """Source and target corpora, label scheme and audio options.
+
+    `source_*` fields are parallel lists, one entry per source corpus (a single entry applies to all);
+    `none`/`auto` entries mean "not set". `*_label_map` and `*_load_kwargs` are mappings: for sources keyed by
+    corpus name.
+    """
+
+    source_name: list[str] = field(
+        default_factory=lambda: ["synth-a"],
+        metadata={"help": "Source corpus names (also select the built-in label map unless source_label_map_name)."},
+    )
+    source_dataset: list[str] = field(
+        default_factory=lambda: ["synthetic:synth-a"],
+        metadata={
+            "help": "Where each source corpus is: a Hub dataset id, a local audiofolder / save_to_disk folder, a "
+            "CSV/TSV/JSONL manifest or parquet file, or synthetic:<synth-a|synth-b|synth-c>."
+        },
+    )
+    source_split: list[str] = field(default_factory=lambda: ["train"], metadata={"help": "Split of each source."})
+    source_config_name: list[str] | None = field(default=None, metadata={"help": "Hub config of each source."})
+    source_audio_column: list[str] = field(default_factory=lambda: ["audio"], metadata={"help": "Audio column."})
+    source_label_column: list[str] | None = field(
+        default=None, metadata={"help": "Label column (default: emotion, label, labels, ...)."}
+    )
+    source_speaker_column: list[str] | None = field(
+        default=None, metadata={"help": "Speaker column (default: speaker, speaker_id, ...; used for splits)."}
+    )
+    source_utt_id_column: list[str] | None = field(default=None, metadata={"help": "Utterance-id column."})
+    source_label_map_name: list[str] | None = field(
+        default=None,
+        metadata={"help": "Built-in label map per source (emodb, iemocap, ravdess, crema-d, enterface05, casia, "
+                  "savee, tess, emovo, msp-podcast, synthetic) when the name is not one."},
+    )
+    source_label_map: dict | str | None = field(
+        default=None,
+        metadata={"help": "Extra raw-label -> emotion entries per source: {corpus: {raw: emotion or null}}."},
+    )
+    source_load_kwargs: dict | str | None = field(
+        default=None,
+        metadata={"help": "Extra load_dataset / make_synthetic_corpus kwargs per source: {corpus: {...}}."},
+    )
+    target_name: str = field(default="synth-b", metadata={"help": "Target corpus name."})
+    target_dataset: str = field(
+        default="synthetic:synth-b", metadata={"help": "Where the target corpus is (as for source_dataset)."}
+    )
+    target_split: str | None = field(default="train", metadata={"help": "Split of the target corpus."})
+    target_config_name: str | None = field(default=None, metadata={"help": "Hub config of the target."})
+    target_audio_column: str = field(default="audio", metadata={"help": "Audio column of the target."})
+    target_label_column: str | None = field(default=None, metadata={"help": "Label column of the target."})
+    target_speaker_column: str | None = field(default=None, metadata={"help": "Speaker column of the target."})
+    target_utt_id_column: str | None = field(default=None, metadata={"help": "Utterance-id column of the target."})
+    target_label_map_name: str | None = field(default=None, metadata={"help": "Built-in label map of the target."})
+    target_label_map: dict | str | None = field(
+        default=None, metadata={"help": "Extra raw-label -> emotion entries of the target: {raw: emotion}."}
+    )
+    target_load_kwargs: dict | str | None = field(
+        default=None, metadata={"help": "Extra load_dataset / make_synthetic_corpus kwargs of the target."}
+    )
+    scheme: str = field(
+        default="categorical4",
+        metadata={"help": f"Label scheme: {', '.join(SCHEMES)} (classes: "
+                  + "; ".join(f"{k}: {'/'.join(v)}" for k, v in SCHEMES.items()) + ")."},
+    )
+    sampling_rate: int = field(default=16000, metadata={"help": "Audio rate of the model (SSL checkpoints: 16000)."})
+    max_duration_s: float | None = field(
+        default=None, metadata={"help": "Centre-crop longer utterances to this many seconds (all splits)."}
+    )
+    source_eval_fraction: float = field(
+        default=0.2, metadata={"help": "Share of each source corpus held out (speaker-independent when possible)."}
+    )
+    split_seed: int = field(default=0, metadata={"help": "Seed of the source train/eval split (kept across runs)."})
+    on_bad_audio: str = field(default="raise", metadata={"help": "'raise' or 'skip' unreadable audio files."})
+    audio_cache_dir: str | None = field(
+        default=None, metadata={"help": "Cache decoded audio of local sources here (Hub datasets use their cache)."}
+    )
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for decoding."})
+    max_samples_per_split: int | None = field(
+        default=None,
+        metadata={"help": "Debugging: keep at most this many random utterances of each split (the target's "
+                  "train and eval rows stay the same utterances)."},
+    )
+    max_projection_samples: int = field(
+        default=300, metadata={"help": "Utterances per corpus in the 2-D embedding projection plot."}
+    )
+    projection: str = field(default="pca", metadata={"help": "Embedding projection: 'pca' or 'tsne'."})
+    speaker_normalization: bool = field(
+        default=False,
+        metadata={"help": "Standardise the cached features per speaker (speaker ids are metadata, not emotion "
+                  "labels). Results are not comparable with speaker-free ones, and the saved model's pipeline on "
+                  "raw audio does not apply it: for studies, not for deployment."},
+    )
+
+    def __post_init__(self):
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"Unknown label scheme {self.scheme!r}; choose one of {', '.join(SCHEMES)}.")
+        if self.on_bad_audio not in ("raise", "skip"):
+            raise ValueError(f"on_bad_audio must be 'raise' or 'skip', got {self.on_bad_audio!r}")
+        if self.projection not in ("pca", "tsne"):
+            raise ValueError(f"projection must be 'pca' or 'tsne', got {self.projection!r}")
+        if not 0.0 <= self.source_eval_fraction < 1.0:
+            raise ValueError(f"source_eval_fraction must be in [0, 1), got {self.source_eval_fraction}")
+        self.source_name = _as_list(self.source_name)
+        self.source_dataset = _as_list(self.source_dataset)
+        n = len(self.source_name)
+        if not n:
+            raise ValueError("At least one source corpus (source_name / source_dataset) is needed.")
+        if len(self.source_dataset) != n:
+            raise ValueError(
+                f"source_name has {n} entries but source_dataset has {len(self.source_dataset)}: give one dataset "
+                "per source corpus."
+            )
+        for name in _CORPUS_FIELDS[1:]:
+            values = _as_list(getattr(self, f"source_{name}"))
+            if values is not None:
+                values = [_none_if_auto(v) for v in values]
+                if len(values) not in (1, n):
+                    raise ValueError(f"source_{name} has {len(values)} entries for {n} source corpora (give 1 or {n}).")
+            setattr(self, f"source_{name}", values)
+        for name in ("target_split", "target_config_name", "target_label_column", "target_speaker_column",
+                     "target_utt_id_column", "target_label_map_name"):
+            setattr(self, name, _none_if_auto(getattr(self, name)))
+        for name in ("source_label_map", "source_load_kwargs", "target_label_map", "target_load_kwargs"):
+            setattr(self, name, _parse_mapping(getattr(self, name), name))
+        names = [*self.source_name, self.target_name]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Corpus names must be unique; got sources {self.source_name} and target {self.target_name!r}.")
+        for mapping_name in ("source_label_map", "source_load_kwargs"):
+            unknown = set(getattr(self, mapping_name) or {}) - set(self.source_name)
+            if unknown:
+                raise ValueError(f"{mapping_name} is keyed by source corpus name; unknown keys {sorted(unknown)} "
+                                 f"(sources: {self.source_name}).")
+        for spec in [*self.source_specs(), self.target_spec()]:
+            check_corpus_source(spec.name, spec.source, must_exist=False)
+            _check_label_map(spec.name, spec.label_map_name, spec.label_map)
+
+    def check_sources(self) -> dict[str, str]:
+        """Every corpus source is readable in principle (local paths exist): `{corpus: kind}`, else ValueError."""
+        return {spec.name: check_corpus_source(spec.name, spec.source)
+                for spec in [*self.source_specs(), self.target_spec()]}
+
+    def _source_value(self, name: str, i: int) -> Any:
+        values = getattr(self, f"source_{name}")
+        if values is None:
+            return _CORPUS_DEFAULTS.get(name)
+        value = values[0] if len(values) == 1 else values[i]
+        return _CORPUS_DEFAULTS.get(name) if value is None and name in _CORPUS_DEFAULTS else value
+
+    def source_specs(self) -> list[CorpusSpec]:
+        specs = []
+        for i, name in enumerate(self.source_name):
+            specs.append(
+                CorpusSpec(
+                    name=name,
+                    source=self.source_dataset[i],
+                    split=self._source_value("split", i),
+                    config_name=self._source_value("config_name", i),
+                    audio_column=self._source_value("audio_column", i),
+                    label_column=self._source_value("label_column", i),
+                    speaker_column=self._source_value("speaker_column", i),
+                    utt_id_column=self._source_value("utt_id_column", i),
+                    label_map_name=self._source_value("label_map_name", i),
+                    label_map=(self.source_label_map or {}).get(name),
+                    on_bad_audio=self.on_bad_audio,
+                    load_kwargs=dict((self.source_load_kwargs or {}).get(name, {})),
+                )
+            )
+        return specs
+
+    def target_spec(self) -> CorpusSpec:
+        return CorpusSpec(
+            name=self.target_name,
+            source=self.target_dataset,
+            split=self.target_split,
+            config_name=self.target_config_name,
+            audio_column=self.target_audio_column or "audio",
+            label_column=self.target_label_column,
+            speaker_column=self.target_speaker_column,
+            utt_id_column=self.target_utt_id_column,
+            label_map_name=self.target_label_map_name,
+            label_map=self.target_label_map,
+            on_bad_audio=self.on_bad_audio,
+            load_kwargs=dict(self.target_load_kwargs or {}),
+        )
+
+
+@dataclass
+class EvaluationArguments:
+    """Evaluate a saved model (folder or Hub id) on one or more corpora (`corpus_*` lists as for sources)."""
+
+    model_name_or_path: str = field(metadata={"help": "Output folder of a run, or a Hub model id."})
+    corpus_name: list[str] = field(metadata={"help": "Names of the corpora to evaluate on."})
+    corpus_dataset: list[str] = field(
+        metadata={"help": "Hub dataset id, local folder/manifest or synthetic:<preset> of each corpus."}
+    )
+    output_dir: str = field(default="outputs/evaluation", metadata={"help": "Where to write metrics and plots."})
+    corpus_split: list[str] = field(default_factory=lambda: ["train"], metadata={"help": "Split of each corpus."})
+    corpus_config_name: list[str] | None = field(default=None, metadata={"help": "Hub config of each corpus."})
+    corpus_audio_column: list[str] = field(default_factory=lambda: ["audio"], metadata={"help": "Audio column."})
+    corpus_label_column: list[str] | None = field(default=None, metadata={"help": "Label column."})
+    corpus_speaker_column: list[str] | None = field(default=None, metadata={"help": "Speaker column."})
+    corpus_utt_id_column: list[str] | None = field(default=None, metadata={"help": "Utterance-id column."})
+    corpus_label_map_name: list[str] | None = field(default=None, metadata={"help": "Built-in label map."})
+    corpus_label_map: dict | str | None = field(default=None, metadata={"help": "{corpus: {raw: emotion}}."})
+    corpus_load_kwargs: dict | str | None = field(default=None, metadata={"help": "{corpus: {...}} load kwargs."})
+    max_duration_s: float | None = field(default=None, metadata={"help": "Centre-crop longer utterances."})
+    on_bad_audio: str = field(default="raise", metadata={"help": "'raise' or 'skip' unreadable audio."})
+    batch_size: int = field(default=16, metadata={"help": "Utterances per forward pass."})
+    revision: str | None = field(default=None, metadata={"help": "Model revision (Hub)."})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Run the model code stored with the model instead of the installed emodna_hf code."},
+    )
+    max_projection_samples: int = field(default=300, metadata={"help": "Utterances per corpus in the projection."})
+    projection: str = field(default="pca", metadata={"help": "'pca' or 'tsne'."})
+    use_cpu: bool = field(default=False, metadata={"help": "Evaluate on the CPU even if a GPU is available."})
+
+    def __post_init__(self):
+        # Reuse DataArguments' validation of the corpus lists (as sources; the target is a placeholder).
+        self._data = DataArguments(
+            **{f"source_{k}": getattr(self, f"corpus_{k}") for k in
+               ("name", "dataset", "split", "config_name", "audio_column", "label_column", "speaker_column",
+                "utt_id_column", "label_map_name", "label_map", "load_kwargs")},
+            target_name="__unused_target__", target_dataset="synthetic:synth-a", target_label_map_name="synthetic",
+            on_bad_audio=self.on_bad_audio, projection=self.projection,
+        )
+
+    def corpus_specs(self) -> list[CorpusSpec]:
+        return self._data.source_specs()

@@ -1,0 +1,198 @@
+"""Evaluation with embeddings (for the plots and silhouettes) and `evaluate_model`, the evaluation of a saved
+model on any corpora (what `recipes/evaluate_model.py` runs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import Dataset, Value
+
+from . import reporting
+from .arguments import EvaluationArguments
+from .card import corpus_info, versions
+from .data import SCHEMES, load_corpus
+from .preparation import normalize_waveforms
+from .trainer import EmoDnaTrainer, EmoDnaTrainingArguments
+
+# Outputs not gathered at prediction time: the logits and both embeddings are what reports need.
+_PREDICTION_IGNORE_KEYS = ["emotion_projections", "corpus_projections", "domain_logits", "corpus_logits"]
+
+
+class _WithEmbeddings:
+    """Collator wrapper that asks the model for its embeddings (`output_embeddings=True`) in every batch."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, examples):
+        batch = self.collator(examples)
+        batch["output_embeddings"] = True
+        return batch
+
+
+@dataclass
+class Evaluation:
+    """Predictions of one evaluation set, with its metrics (`uar`, `war`, `macro_f1`, `recall`, `loss`, `n`)."""
+
+    name: str
+    metrics: dict[str, Any]
+    predictions: np.ndarray
+    labels: np.ndarray
+    corpus_ids: np.ndarray
+    emotion_embeddings: np.ndarray
+    corpus_embeddings: np.ndarray
+    confusion_matrix: np.ndarray
+
+
+def predict_with_embeddings(trainer: EmoDnaTrainer, dataset: Dataset, name: str,
+                            label_names: list[str]) -> Evaluation:
+    """One pass of `trainer.predict` (distributed-safe) giving metrics, predictions and both embeddings."""
+    from .metrics import confusion_matrix
+
+    collator = trainer.data_collator
+    trainer.data_collator = _WithEmbeddings(collator)
+    try:
+        output = trainer.predict(dataset, ignore_keys=_PREDICTION_IGNORE_KEYS, metric_key_prefix=f"eval_{name}")
+    finally:
+        trainer.data_collator = collator
+    logits, emotion_embeddings, corpus_embeddings = output.predictions
+    labels = np.asarray(output.label_ids).reshape(-1)
+    predictions = np.asarray(logits).argmax(-1)
+    prefix = f"eval_{name}_"
+    raw = {k[len(prefix):]: v for k, v in output.metrics.items() if k.startswith(prefix)}
+    metrics = {
+        "uar": raw["uar"], "war": raw["war"], "macro_f1": raw["macro_f1"],
+        "recall": {label: raw[f"recall_{label}"] for label in label_names},
+        "loss": raw.get("loss"), "n": int(len(labels)),
+    }
+    return Evaluation(
+        name=name,
+        metrics=metrics,
+        predictions=predictions,
+        labels=labels,
+        corpus_ids=np.asarray(list(dataset["corpus_id"]), dtype=np.int64),
+        emotion_embeddings=np.asarray(emotion_embeddings),
+        corpus_embeddings=np.asarray(corpus_embeddings),
+        confusion_matrix=confusion_matrix(predictions, labels, len(label_names)),
+    )
+
+
+def _projection_sample(evaluations: list[Evaluation], max_per_corpus: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {"emotion": [], "corpus": [], "labels": [], "corpus_ids": []}
+    for evaluation in evaluations:
+        for corpus_id in np.unique(evaluation.corpus_ids):
+            rows = np.flatnonzero(evaluation.corpus_ids == corpus_id)
+            if len(rows) > max_per_corpus:
+                rows = np.sort(rng.choice(rows, max_per_corpus, replace=False))
+            parts["emotion"].append(evaluation.emotion_embeddings[rows])
+            parts["corpus"].append(evaluation.corpus_embeddings[rows])
+            parts["labels"].append(evaluation.labels[rows])
+            parts["corpus_ids"].append(evaluation.corpus_ids[rows])
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def analyse_embeddings(evaluations: list[Evaluation], max_projection_samples: int = 300,
+                       seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A per-corpus sample of the embeddings and its silhouette scores (see `reporting.embedding_silhouettes`)."""
+    sample = _projection_sample(evaluations, max_projection_samples, seed)
+    silhouettes = reporting.embedding_silhouettes(sample["emotion"], sample["corpus"], sample["labels"],
+                                                  sample["corpus_ids"])
+    return sample, dict(silhouettes, n_points=int(len(sample["labels"])))
+
+
+def write_plots(output_dir: Path, evaluations: list[Evaluation], label_names: list[str], corpus_names: list[str],
+                *, titles: dict[str, str], projection: str = "pca", max_projection_samples: int = 300,
+                seed: int = 0, figure_title: str | None = None, prefix: str = "") -> dict[str, Any]:
+    """Confusion matrices and the embedding projection (file names start with `prefix`); returns the files and
+    the embedding analysis."""
+    files = {"confusion_matrix": prefix + reporting.CONFUSION_MATRIX_FILE, "embeddings": prefix + reporting.EMBEDDINGS_FILE}
+    panels = [(titles[e.name], e.confusion_matrix) for e in evaluations]
+    reporting.save_confusion_matrices(output_dir / files["confusion_matrix"], panels, label_names)
+    sample, analysis = analyse_embeddings(evaluations, max_projection_samples, seed)
+    reporting.save_embedding_projection(
+        output_dir / files["embeddings"], sample["emotion"], sample["corpus"], sample["labels"],
+        sample["corpus_ids"], label_names, corpus_names, method=projection, seed=seed, silhouettes=analysis,
+        title=figure_title,
+    )
+    return {"files": files, "embedding_analysis": dict(analysis, projection=projection)}
+
+
+def summary_metrics(evaluation: Evaluation) -> dict[str, Any]:
+    return dict(evaluation.metrics, confusion_matrix=evaluation.confusion_matrix.tolist())
+
+
+def scheme_of(label_names: list[str]) -> str:
+    """The label scheme whose classes (in order) are `label_names`."""
+    for scheme, names in SCHEMES.items():
+        if list(names) == list(label_names):
+            return scheme
+    raise ValueError(f"The model's labels {label_names} are not a built-in scheme ({dict(SCHEMES)}).")
+
+
+def evaluate_model(eval_args: EvaluationArguments) -> dict[str, Any]:
+    """Evaluate a saved Emo-DNA model on `eval_args`' corpora; write metrics.json and plots; return the metrics."""
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+    started = time.time()
+    eval_args._data.check_sources()
+    model = AutoModelForAudioClassification.from_pretrained(
+        eval_args.model_name_or_path, revision=eval_args.revision, trust_remote_code=eval_args.trust_remote_code
+    ).eval()
+    feature_extractor = AutoFeatureExtractor.from_pretrained(eval_args.model_name_or_path, revision=eval_args.revision)
+    label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    scheme = scheme_of(label_names)
+    specs = eval_args.corpus_specs()
+    datasets, reports = [], {}
+    for corpus_id, spec in enumerate(specs):
+        dataset, reports[spec.name] = load_corpus(
+            spec, scheme=scheme, sampling_rate=feature_extractor.sampling_rate, max_duration_s=eval_args.max_duration_s
+        )
+        dataset = dataset.add_column("corpus_id", [corpus_id] * len(dataset), feature=Value("int64"))
+        datasets.append(normalize_waveforms(dataset, feature_extractor, f"Normalising {spec.name}"))
+
+    output_dir = Path(eval_args.output_dir)
+    args = EmoDnaTrainingArguments(
+        output_dir=str(output_dir), per_device_eval_batch_size=eval_args.batch_size, report_to="none",
+        use_cpu=eval_args.use_cpu,
+    )
+    # The corpus ids here number the evaluated corpora, not the training ones: every row gets the target's
+    # normalisation statistics, as at inference.
+    trainer = EmoDnaTrainer(model=model, args=args, eval_corpus_statistics=False)
+    evaluations = [predict_with_embeddings(trainer, ds, f"corpus{i}", label_names) for i, ds in enumerate(datasets)]
+    for spec, evaluation in zip(specs, evaluations, strict=True):
+        evaluation.name = spec.name
+    record: dict[str, Any] = {
+        "model": eval_args.model_name_or_path,
+        "scheme": scheme,
+        "label_names": label_names,
+        "trained_on": getattr(model.config, "corpus_names", None),
+        "corpora": {e.name: summary_metrics(e) for e in evaluations},
+        "data": {spec.name: {k: v for k, v in corpus_info(spec, reports[spec.name]).items()
+                             if k in ("source_kind", "n", "classes", "dropped", "mapping")} for spec in specs},
+        "config": dataclasses.asdict(eval_args),
+        "versions": versions(),
+    }
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        # Files of their own (eval_<corpora>*), so that evaluating into a run's folder never replaces its
+        # metrics.json and plots, which the model card refers to.
+        prefix = f"eval_{'+'.join(s.name for s in specs)}_"
+        titles = {e.name: f"{e.name} — UAR {e.metrics['uar']:.1%}" for e in evaluations}
+        plots = write_plots(
+            output_dir, evaluations, label_names, [s.name for s in specs], titles=titles,
+            projection=eval_args.projection, max_projection_samples=eval_args.max_projection_samples,
+            figure_title=f"{eval_args.model_name_or_path} evaluated on {', '.join(s.name for s in specs)}",
+            prefix=prefix,
+        )
+        record["embedding_analysis"] = plots["embedding_analysis"]
+        record["files"] = {"metrics": prefix.rstrip("_") + ".json", **plots["files"]}
+        record["wall_time_s"] = time.time() - started
+        reporting.write_metrics(output_dir / record["files"]["metrics"], record)
+    record["output_dir"] = str(output_dir)
+    return record

@@ -1,0 +1,98 @@
+"""What training and evaluation feed the model: corpora loaded and split, waveforms normalised as the saved
+feature extractor does at inference, backbone features cached (and optionally standardised per speaker)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from datasets import Dataset
+
+from .arguments import DataArguments
+from .data import UDAData, build_uda_data
+from .modeling import EmoDnaForAudioClassification
+
+
+def load_data(data_args: DataArguments) -> UDAData:
+    """Load and split the corpora of `data_args` (raw waveforms at `sampling_rate`; see `build_uda_data`)."""
+    data_args.check_sources()
+    data = build_uda_data(
+        data_args.source_specs(),
+        data_args.target_spec(),
+        scheme=data_args.scheme,
+        sampling_rate=data_args.sampling_rate,
+        max_duration_s=data_args.max_duration_s,
+        source_eval_fraction=data_args.source_eval_fraction,
+        seed=data_args.split_seed,
+        cache_dir=data_args.audio_cache_dir,
+        num_proc=data_args.preprocessing_num_workers,
+    )
+    cap = data_args.max_samples_per_split
+    if cap:
+        rng = np.random.default_rng(data_args.split_seed)
+
+        def subset(dataset: Dataset, index: np.ndarray | None = None) -> tuple[Dataset, np.ndarray]:
+            if index is None:
+                index = np.sort(rng.permutation(len(dataset))[:cap])
+            return dataset.select(index.tolist()), index
+
+        source_train, _ = subset(data.source_train)
+        source_eval, _ = subset(data.source_eval) if len(data.source_eval) else (data.source_eval, None)
+        target_eval, index = subset(data.target_eval)
+        target_train, _ = subset(data.target_train, index)
+        data = dataclasses.replace(data, source_train=source_train, source_eval=source_eval,
+                                   target_train=target_train, target_eval=target_eval)
+    return data
+
+
+def _normalize_batch(batch: dict[str, Any], feature_extractor) -> dict[str, Any]:
+    values = feature_extractor(list(batch["input_values"]), sampling_rate=feature_extractor.sampling_rate)
+    return {"input_values": [np.asarray(v, dtype=np.float32) for v in values["input_values"]]}
+
+
+def normalize_waveforms(dataset: Dataset, feature_extractor, desc: str) -> Dataset:
+    """Apply the saved feature extractor's waveform normalisation, so training sees what the pipeline feeds."""
+    if not len(dataset) or not getattr(feature_extractor, "do_normalize", False):
+        return dataset
+    return dataset.with_format("numpy", columns=["input_values"], output_all_columns=True).map(
+        _normalize_batch, batched=True, batch_size=64, fn_kwargs={"feature_extractor": feature_extractor},
+        desc=desc,
+    ).with_format(None)
+
+
+def prepare_inputs(data: UDAData, model: EmoDnaForAudioClassification, feature_extractor,
+                   cache_features: bool | None = None, batch_size: int = 16,
+                   speaker_normalization: bool = False) -> tuple[UDAData, bool]:
+    """Normalised waveforms for every split, then (when wanted) cached backbone features.
+
+    `cache_features=None` caches when the cached part is parameter-free or frozen (the tcn front end, a frozen
+    SSL backbone): training then skips it every epoch and gives the same logits. The target's train and eval
+    rows are the same utterances: they are processed once. `speaker_normalization` standardises the cached
+    features per speaker (`standardize_per_speaker`). Returns the new data and whether features were cached.
+    """
+    from .data import cache_features as compute_cached_features
+    from .data import standardize_per_speaker
+
+    source_train = normalize_waveforms(data.source_train, feature_extractor, "Normalising source (train)")
+    source_eval = normalize_waveforms(data.source_eval, feature_extractor, "Normalising source (eval)")
+    target_eval = normalize_waveforms(data.target_eval, feature_extractor, "Normalising target")
+    config = model.config
+    cacheable = not config.uses_ssl_backbone or config.freeze_backbone
+    if cache_features and not cacheable:
+        raise ValueError("cache_features needs a frozen backbone (freeze_backbone=True) or the tcn backbone.")
+    cached = cacheable if cache_features is None else bool(cache_features)
+    if cached:
+        source_train, source_eval, target_eval = (
+            compute_cached_features(ds, model, batch_size=batch_size) if len(ds) else ds
+            for ds in (source_train, source_eval, target_eval)
+        )
+    if speaker_normalization:
+        if not cached:
+            raise ValueError("speaker_normalization works on cached features: use the tcn or opensmile backbone, "
+                             "or a frozen SSL backbone, with cache_features.")
+        source_train, source_eval, target_eval = (
+            standardize_per_speaker(ds) for ds in (source_train, source_eval, target_eval))
+    target_train = target_eval.remove_columns("labels")
+    return dataclasses.replace(data, source_train=source_train, source_eval=source_eval,
+                               target_train=target_train, target_eval=target_eval), cached
