@@ -239,3 +239,14 @@ def test_spec_errors_are_explicit(folder, tmp_path):
         load_corpus(CorpusSpec("c", empty, label_map={}))
     with pytest.raises(ValueError, match="no label column"):
         load_corpus(CorpusSpec("c", Dataset.from_dict({"audio": ["x.wav"]}), label_map={}))
+
+
+def test_metadata_with_a_byte_order_mark_or_another_encoding(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    sf.write(folder / "a.wav", np.zeros(1600, dtype=np.float32) + 0.01, 16000)
+    (folder / "metadata.csv").write_bytes("\ufefffile_name,label\na.wav,angry\n".encode("utf-8"))
+    assert loading._read_csv(folder / "metadata.csv") == [{"file_name": "a.wav", "label": "angry"}]
+    (folder / "metadata.csv").write_bytes("file_name,label\na.wav,col\xe8re\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"metadata\.csv is not UTF-8 text"):
+        loading._read_csv(folder / "metadata.csv")

@@ -242,14 +242,31 @@ def _pick_split(datasets: DatasetDict, spec: CorpusSpec) -> Dataset:
     return datasets[spec.split]
 
 
+def _read_text(path: Path) -> str:
+    """A manifest's text as UTF-8 (a byte-order mark, as spreadsheet programs write, is dropped)."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte {error.start}: {error.object[error.start:error.start + 4]!r}); save "
+            "it as UTF-8, e.g. `iconv -f latin1 -t utf-8 old.csv > new.csv`."
+        ) from None
+
+
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
+    lines = _read_text(path).splitlines(keepends=True)
+    return list(csv.DictReader(lines, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    rows = []
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {number}: not a JSON object ({error.msg})") from None
+    return rows
 
 
 def _manifest(path: Path, rows: list[dict[str, Any]], spec: CorpusSpec) -> Dataset:
