@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from .data import PRESETS, SCHEMES, CorpusSpec, get_label_map
+from .data.loading import NO_LABELS
 from .modeling import EmoDnaConfig
 from .modeling.configuration_emodna import (
     BACKBONE_TYPES,
@@ -315,7 +316,12 @@ class DataArguments:
     target_split: str | None = field(default="train", metadata={"help": "Split of the target corpus."})
     target_config_name: str | None = field(default=None, metadata={"help": "Hub config of the target."})
     target_audio_column: str = field(default="audio", metadata={"help": "Audio column of the target."})
-    target_label_column: str | None = field(default=None, metadata={"help": "Label column of the target."})
+    target_label_column: str | None = field(
+        default=None,
+        metadata={"help": "Label column of the target, used for scoring only. Default: found automatically, and a "
+                  "target without one is unlabelled (the normal case: the report then gives label-free statistics); "
+                  "'none' ignores any labels it has."},
+    )
     target_speaker_column: str | None = field(default=None, metadata={"help": "Speaker column of the target."})
     target_utt_id_column: str | None = field(default=None, metadata={"help": "Utterance-id column of the target."})
     target_label_map_name: str | None = field(default=None, metadata={"help": "Built-in label map of the target."})
@@ -385,9 +391,15 @@ class DataArguments:
                 if len(values) not in (1, n):
                     raise ValueError(f"source_{name} has {len(values)} entries for {n} source corpora (give 1 or {n}).")
             setattr(self, f"source_{name}", values)
-        for name in ("target_split", "target_config_name", "target_label_column", "target_speaker_column",
-                     "target_utt_id_column", "target_label_map_name"):
+        for name in ("target_split", "target_config_name", "target_speaker_column", "target_utt_id_column",
+                     "target_label_map_name"):
             setattr(self, name, _none_if_auto(getattr(self, name)))
+        # 'none' says "no labels" for the target (not "choose for me"): keep it as the loader's NO_LABELS.
+        column = self.target_label_column
+        if isinstance(column, str) and column.strip().lower() in ("", "auto"):
+            self.target_label_column = None
+        elif isinstance(column, str) and column.strip().lower() in ("none", "null"):
+            self.target_label_column = NO_LABELS
         for name in ("source_label_map", "source_load_kwargs", "target_label_map", "target_load_kwargs"):
             setattr(self, name, _parse_mapping(getattr(self, name), name))
         names = [*self.source_name, self.target_name]
@@ -398,9 +410,12 @@ class DataArguments:
             if unknown:
                 raise ValueError(f"{mapping_name} is keyed by source corpus name; unknown keys {sorted(unknown)} "
                                  f"(sources: {self.source_name}).")
-        for spec in [*self.source_specs(), self.target_spec()]:
+        for spec in self.source_specs():
             check_corpus_source(spec.name, spec.source, must_exist=False)
             _check_label_map(spec.name, spec.label_map_name, spec.label_map)
+        # The target may be unlabelled (then it needs no label map): whether its labels can be mapped is checked
+        # when it is loaded, if it has any.
+        check_corpus_source(self.target_name, self.target_dataset, must_exist=False)
 
     def check_sources(self) -> dict[str, str]:
         """Every corpus source is readable in principle (local paths exist): `{corpus: kind}`, else ValueError."""

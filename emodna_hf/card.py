@@ -122,7 +122,8 @@ def card_info(record: dict[str, Any], corpora: dict[str, dict], model, model_arg
     scenario = record["scenario"]
     sources = [corpora[name] for name in scenario["sources"]]
     target = corpora[scenario["target"]]
-    results = [dict(name=f"{scenario['target']} (target, transductive)", **record["target"])]
+    results = ([dict(name=f"{scenario['target']} (target, transductive)", **record["target"])]
+               if record["target"].get("labelled", True) else [])
     if "source" in record:
         results.append(dict(name=f"{record['source']['corpus']} (held-out source)", **record["source"]))
     languages = sorted({c["language"] for c in [*sources, target] if c["language"]})
@@ -205,6 +206,7 @@ def make_model_card(
         language=languages or None,
         base_model=info["backbone"].get("base_model"),
         metrics=["recall", "accuracy", "f1"],
-        eval_results=_metric_results(target),
+        # An unlabelled target has no score to publish: no model-index results then.
+        eval_results=_metric_results(target) if target.get("labelled", True) else None,
     )
     return ModelCard.from_template(card_data, template_path=str(template_path), **info)

@@ -62,14 +62,22 @@ def predict_with_embeddings(trainer: EmoDnaTrainer, dataset: Dataset, name: str,
         trainer.data_collator = collator
     logits, emotion_embeddings, corpus_embeddings = output.predictions
     labels = np.asarray(output.label_ids).reshape(-1)
-    predictions = np.asarray(logits).argmax(-1)
-    prefix = f"eval_{name}_"
-    raw = {k[len(prefix):]: v for k, v in output.metrics.items() if k.startswith(prefix)}
-    metrics = {
-        "uar": raw["uar"], "war": raw["war"], "macro_f1": raw["macro_f1"],
-        "recall": {label: raw[f"recall_{label}"] for label in label_names},
-        "loss": raw.get("loss"), "n": int(len(labels)),
+    logits = np.asarray(logits, dtype=np.float64)
+    predictions = logits.argmax(-1)
+    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    # What needs no labels: how the model spreads its predictions over the classes and how sure it is.
+    metrics: dict[str, Any] = {
+        "n": int(len(labels)),
+        "labelled": bool((labels != -100).any()),
+        "predicted_distribution": {label: float((predictions == c).mean()) for c, label in enumerate(label_names)},
+        "mean_confidence": float(probabilities.max(-1).mean()),
     }
+    if metrics["labelled"]:
+        prefix = f"eval_{name}_"
+        raw = {k[len(prefix):]: v for k, v in output.metrics.items() if k.startswith(prefix)}
+        metrics.update(uar=raw["uar"], war=raw["war"], macro_f1=raw["macro_f1"], loss=raw.get("loss"),
+                       recall={label: raw[f"recall_{label}"] for label in label_names})
     return Evaluation(
         name=name,
         metrics=metrics,
@@ -78,7 +86,7 @@ def predict_with_embeddings(trainer: EmoDnaTrainer, dataset: Dataset, name: str,
         corpus_ids=np.asarray(list(dataset["corpus_id"]), dtype=np.int64),
         emotion_embeddings=np.asarray(emotion_embeddings),
         corpus_embeddings=np.asarray(corpus_embeddings),
-        confusion_matrix=confusion_matrix(predictions, labels, len(label_names)),
+        confusion_matrix=confusion_matrix(predictions, labels, len(label_names)) if metrics["labelled"] else None,
     )
 
 
@@ -92,7 +100,9 @@ def _projection_sample(evaluations: list[Evaluation], max_per_corpus: int, seed:
                 rows = np.sort(rng.choice(rows, max_per_corpus, replace=False))
             parts["emotion"].append(evaluation.emotion_embeddings[rows])
             parts["corpus"].append(evaluation.corpus_embeddings[rows])
-            parts["labels"].append(evaluation.labels[rows])
+            # Unlabelled rows (an unlabelled target) are shown by their predicted emotion.
+            labels = evaluation.labels[rows]
+            parts["labels"].append(np.where(labels == -100, evaluation.predictions[rows], labels))
             parts["corpus_ids"].append(evaluation.corpus_ids[rows])
     return {k: np.concatenate(v) for k, v in parts.items()}
 
@@ -112,7 +122,7 @@ def write_plots(output_dir: Path, evaluations: list[Evaluation], label_names: li
     """Confusion matrices and the embedding projection (file names start with `prefix`); returns the files and
     the embedding analysis."""
     files = {"confusion_matrix": prefix + reporting.CONFUSION_MATRIX_FILE, "embeddings": prefix + reporting.EMBEDDINGS_FILE}
-    panels = [(titles[e.name], e.confusion_matrix) for e in evaluations]
+    panels = [(titles[e.name], e.confusion_matrix) for e in evaluations if e.confusion_matrix is not None]
     reporting.save_confusion_matrices(output_dir / files["confusion_matrix"], panels, label_names)
     sample, analysis = analyse_embeddings(evaluations, max_projection_samples, seed)
     reporting.save_embedding_projection(
@@ -124,7 +134,8 @@ def write_plots(output_dir: Path, evaluations: list[Evaluation], label_names: li
 
 
 def summary_metrics(evaluation: Evaluation) -> dict[str, Any]:
-    return dict(evaluation.metrics, confusion_matrix=evaluation.confusion_matrix.tolist())
+    matrix = evaluation.confusion_matrix
+    return dict(evaluation.metrics, confusion_matrix=None if matrix is None else matrix.tolist())
 
 
 def scheme_of(label_names: list[str]) -> str:
@@ -183,7 +194,8 @@ def evaluate_model(eval_args: EvaluationArguments) -> dict[str, Any]:
         # Files of their own (eval_<corpora>*), so that evaluating into a run's folder never replaces its
         # metrics.json and plots, which the model card refers to.
         prefix = f"eval_{'+'.join(s.name for s in specs)}_"
-        titles = {e.name: f"{e.name} — UAR {e.metrics['uar']:.1%}" for e in evaluations}
+        titles = {e.name: f"{e.name} — " + (f"UAR {e.metrics['uar']:.1%}" if e.metrics["labelled"] else "unlabelled")
+                  for e in evaluations}
         plots = write_plots(
             output_dir, evaluations, label_names, [s.name for s in specs], titles=titles,
             projection=eval_args.projection, max_projection_samples=eval_args.max_projection_samples,

@@ -236,7 +236,8 @@ def run_experiment(
         feature_extractor.save_pretrained(output_dir)
         trainer.save_state()
         titles = {
-            "target": f"target: {target.name} — UAR {record['target']['uar']:.1%}",
+            "target": f"target: {target.name} — "
+                      + (f"UAR {record['target']['uar']:.1%}" if record["target"]["labelled"] else "unlabelled"),
             "source": f"held-out source: {record.get('source', {}).get('corpus', '')} — "
                       f"UAR {record.get('source', {}).get('uar', float('nan')):.1%}",
         }
@@ -276,10 +277,14 @@ def format_summary(record: dict[str, Any]) -> str:
     target = record["target"]
     lines = [
         f"{' + '.join(scenario['sources'])} → {scenario['target']} ({scenario['scheme']}): "
-        f"{record['config']['model_config'].get('adaptation_method', _CONFIG_DEFAULTS['adaptation_method'])}",
-        f"  target {target['corpus']:<12} UAR {target['uar']:.3f}  WAR {target['war']:.3f}  "
-        f"macro-F1 {target['macro_f1']:.3f}  ({target['n']} utterances, transductive)",
-    ]
+        f"{record['config']['model_config'].get('adaptation_method', _CONFIG_DEFAULTS['adaptation_method'])}"]
+    if target.get("labelled", True):
+        lines.append(f"  target {target['corpus']:<12} UAR {target['uar']:.3f}  WAR {target['war']:.3f}  "
+                     f"macro-F1 {target['macro_f1']:.3f}  ({target['n']} utterances, transductive)")
+    else:
+        shares = ", ".join(f"{label} {share:.0%}" for label, share in target["predicted_distribution"].items())
+        lines.append(f"  target {target['corpus']:<12} unlabelled: accuracy not measured; predicted {shares}; mean "
+                     f"confidence {target['mean_confidence']:.2f} ({target['n']} utterances)")
     if "source" in record:
         source = record["source"]
         lines.append(f"  source {source['corpus']:<12} UAR {source['uar']:.3f}  WAR {source['war']:.3f}  "

@@ -109,8 +109,8 @@ def make_compute_metrics(
     whose first element is (extra model outputs follow it when the model returns several tensors), or class
     ids (N,) when ``preprocess_logits_for_metrics`` already took the argmax. ``label_ids`` may likewise be a
     tuple (when ``label_names`` has several entries); the first element is the emotion labels. Rows whose
-    reference is ``-100`` (padding, unlabelled rows) are dropped. It returns floats only, as the Trainer's
-    logging expects.
+    reference is ``-100`` (padding, unlabelled rows) are dropped; with no labelled row at all (an unlabelled
+    corpus) it returns an empty dict. It returns floats only, as the Trainer's logging expects.
     """
 
     def compute_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
@@ -125,6 +125,8 @@ def make_compute_metrics(
             references = references[0]
         references = np.asarray(references).reshape(-1)
         keep = references != IGNORE_INDEX
+        if not keep.any():  # an unlabelled corpus (e.g. the target in real use): nothing to score
+            return {}
         return classification_metrics(predictions[keep], references[keep], label_names)
 
     return compute_metrics

@@ -64,8 +64,12 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(f"error: {error}")
     print(f"{eval_args.model_name_or_path} ({record['scheme']}):")
     for name, metrics in record["corpora"].items():
-        print(f"  {name:<14} UAR {metrics['uar']:.3f}  WAR {metrics['war']:.3f}  macro-F1 {metrics['macro_f1']:.3f}"
-              f"  ({metrics['n']} utterances)")
+        if metrics["labelled"]:
+            print(f"  {name:<14} UAR {metrics['uar']:.3f}  WAR {metrics['war']:.3f}  "
+                  f"macro-F1 {metrics['macro_f1']:.3f}  ({metrics['n']} utterances)")
+        else:
+            shares = ", ".join(f"{k} {v:.0%}" for k, v in metrics["predicted_distribution"].items())
+            print(f"  {name:<14} unlabelled: predicted {shares}  ({metrics['n']} utterances)")
     print(f"  output: {record['output_dir']} ({', '.join(record.get('files', {}).values())})")
     return record
 

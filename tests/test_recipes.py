@@ -260,3 +260,48 @@ def test_prepare_manifest_reads_the_original_layouts(tmp_path):
 
     with pytest.raises(ValueError, match="No casia utterances"):
         prepare_manifest.write_manifest("casia", tmp_path / "emodb" / "wav")
+
+
+@pytest.mark.slow
+def test_an_unlabelled_target_folder_trains_and_is_reported_without_accuracy(tmp_path):
+    """The normal case: a target folder of audio files with no labels at all."""
+    import soundfile as sf
+
+    from emodna_hf.data import make_synthetic_corpus
+
+    target = tmp_path / "my-target"
+    target.mkdir()
+    for i, row in enumerate(make_synthetic_corpus("synth-b", n_per_class_per_speaker=1, n_speakers=4)):
+        sf.write(target / f"utt{i:03d}.wav", np.asarray(row["audio"]["array"]), row["audio"]["sampling_rate"])
+    output = tmp_path / "out"
+    args = [arg for arg in TINY_ARGS if "target_load_kwargs" not in arg and "n_per_class_per_speaker=1,n_speakers=5" != arg]
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "train.py"), "--output_dir", str(output), "--target_name", "mine",
+         "--target_dataset", str(target), *args],
+        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "unlabelled: accuracy not measured" in completed.stdout
+    metrics = json.loads((output / "metrics.json").read_text())
+    target_metrics = metrics["target"]
+    assert target_metrics["labelled"] is False and "uar" not in target_metrics and target_metrics["n"] == 16
+    assert sum(target_metrics["predicted_distribution"].values()) == pytest.approx(1.0)
+    assert metrics["data"]["mine"]["classes"] == {}
+    card = (output / "README.md").read_text()
+    assert "Target accuracy was not measured" in card and "model-index" not in card
+    assert metrics["source"]["uar"] >= 0  # the held-out source is still scored
+
+
+def test_a_target_without_a_label_column_loads_unlabelled(tmp_path):
+    import soundfile as sf
+
+    from emodna_hf.data import CorpusSpec, load_corpus
+
+    for i in range(2):
+        sf.write(tmp_path / f"u{i}.wav", np.full(4000, 0.01 * (i + 1), dtype=np.float32), 16000)
+    (tmp_path / "metadata.csv").write_text("file_name,speaker\nu0.wav,s1\nu1.wav,s2\n")
+    spec = CorpusSpec(name="mine", source=str(tmp_path))
+    dataset, report = load_corpus(spec, require_labels=False)
+    assert dataset["labels"] == [None, None] and report["labels"]["unlabelled"]
+    with pytest.raises(ValueError, match="no label column"):
+        load_corpus(spec)  # a source must have labels

@@ -22,7 +22,8 @@ class UDAData:
         source_train: labelled source utterances for training (all source corpora, `corpus_id` 0..k-1).
         source_eval: held-out source utterances: no speaker is on both sides when speakers are known.
         target_train: the whole target corpus WITHOUT its `labels` column (`corpus_id` k): what UDA may see.
-        target_eval: the same target utterances with labels, for evaluation only (transductive protocol).
+        target_eval: the same target utterances with labels, for evaluation only (transductive protocol); for an
+            unlabelled target every label is None (`target_labelled` is False).
         label_names: the scheme's class names (label ids follow this order).
         corpus_names: source corpus names then the target's, indexed by `corpus_id`.
         reports: the per-corpus loading reports of `load_corpus`, plus the split report under `"split"`.
@@ -35,6 +36,11 @@ class UDAData:
     label_names: list[str]
     corpus_names: list[str]
     reports: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def target_labelled(self) -> bool:
+        """Whether the target corpus came with labels (for scoring only; training never reads them)."""
+        return any(label is not None for label in self.target_eval["labels"])
 
 
 def build_uda_data(
@@ -78,7 +84,8 @@ def build_uda_data(
         train_idx, eval_idx, reports["split"][spec.name] = split_source(dataset, source_eval_fraction, seed)
         train_parts.append(dataset.select(train_idx))
         eval_parts.append(dataset.select(eval_idx))
-    target_eval, reports[target.name] = load_corpus(target, **load)
+    # The target may come without labels (the normal case of UDA): its labels are only ever used for scoring.
+    target_eval, reports[target.name] = load_corpus(target, require_labels=False, **load)
     target_eval = _with_corpus_id(target_eval, len(sources))
     return UDAData(
         source_train=concatenate_datasets(train_parts),

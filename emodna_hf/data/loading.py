@@ -30,7 +30,7 @@ from datasets import (
 )
 
 from .audio import AudioDecodeError, load_audio
-from .labels import SCHEMES, column_values, harmonize_labels
+from .labels import SCHEMES, column_values, get_label_map, harmonize_labels
 from .synthetic import make_synthetic_corpus
 
 AUDIO_EXTENSIONS = frozenset(
@@ -106,6 +106,10 @@ def output_features(scheme: str) -> Features:
     )
 
 
+# `label_column="none"`: the corpus is used without labels (an unlabelled target), even if it has a label column.
+NO_LABELS = "none"
+
+
 def load_corpus(
     spec: CorpusSpec,
     *,
@@ -114,6 +118,7 @@ def load_corpus(
     max_duration_s: float | None = None,
     cache_dir: str | os.PathLike | None = None,
     num_proc: int | None = None,
+    require_labels: bool = True,
 ) -> tuple[Dataset, dict]:
     """Load, harmonise and decode one corpus.
 
@@ -127,6 +132,8 @@ def load_corpus(
         max_duration_s: centre-crop longer utterances to this many seconds (None keeps them whole).
         cache_dir: where to cache decoded audio for non-Hub sources.
         num_proc: worker processes for decoding.
+        require_labels: `False` for a corpus that may come without labels (the target): with no label column
+            found, or `label_column="none"`, every row's `labels` is None and the report says `unlabelled`.
 
     Returns:
         The dataset (columns `input_values`, `labels`, `speaker`, `corpus`, `utt_id`) and a report with the
@@ -139,16 +146,37 @@ def load_corpus(
     if isinstance(raw.features[audio_column], Audio):
         # datasets would decode with torchcodec, which this package does not need: read the bytes ourselves
         raw = raw.cast_column(audio_column, Audio(decode=False))
-    label_column = spec.label_column or _first_present(raw, _LABEL_COLUMNS, "label", spec.name)
-    raw = _label_names(raw, label_column)
-    dataset, label_report = harmonize_labels(
-        raw,
-        corpus=spec.label_map_name or spec.name,
-        label_column=label_column,
-        scheme=scheme,
-        label_map=spec.label_map,
-        drop_unmapped=spec.drop_unmapped,
-    )
+    label_column = spec.label_column
+    if label_column is None and not require_labels:
+        label_column = next((c for c in _LABEL_COLUMNS if c in raw.column_names), NO_LABELS)
+    if label_column == NO_LABELS:
+        if require_labels:
+            raise ValueError(f"Corpus {spec.name!r} needs labels (a labelled source), but its label_column is "
+                             f"{NO_LABELS!r}.")
+        # An unlabelled corpus: every row's label is None (the collator turns it into -100).
+        dataset = raw.add_column("labels", [None] * len(raw), feature=Value("int64"))
+        label_report = {"unlabelled": True, "classes": {}, "dropped": {}, "mapping": {}}
+    else:
+        label_column = label_column or _first_present(raw, _LABEL_COLUMNS, "label", spec.name)
+        if not spec.label_map:
+            try:
+                get_label_map(spec.label_map_name or spec.name)
+            except KeyError:
+                raise ValueError(
+                    f"Corpus {spec.name!r} has labels (column {label_column!r}) but no built-in label map for "
+                    f"{spec.label_map_name or spec.name!r}: name a built-in map (label_map_name), give a label_map "
+                    "(raw label -> emotion)"
+                    + (", or use it without labels (label_column='none')." if not require_labels else ".")
+                ) from None
+        raw = _label_names(raw, label_column)
+        dataset, label_report = harmonize_labels(
+            raw,
+            corpus=spec.label_map_name or spec.name,
+            label_column=label_column,
+            scheme=scheme,
+            label_map=spec.label_map,
+            drop_unmapped=spec.drop_unmapped,
+        )
     dataset = _standard_columns(dataset, spec, audio_column)
 
     fn_kwargs = {
@@ -398,9 +426,11 @@ def _decode_batch(
                 raise AudioDecodeError(f"Corpus {corpus!r}, utterance {str(utt_id)!r}: {error}") from error
             waves.append(np.zeros(0, dtype=np.float32))
             errors.append(str(error))
+    # numpy formatting turns the None labels of an unlabelled corpus into NaN: back to None for the ClassLabel.
+    labels = [None if label is None or label != label else int(label) for label in batch["labels"]]
     return {
         "input_values": waves,
-        "labels": batch["labels"],
+        "labels": labels,
         "speaker": batch["speaker"],
         "corpus": batch["corpus"],
         "utt_id": batch["utt_id"],
