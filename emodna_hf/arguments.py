@@ -244,6 +244,26 @@ def check_corpus_source(name: str, source: str, *, must_exist: bool = True) -> s
     return "hub"
 
 
+def _check_no_overlap(source: CorpusSpec, target: CorpusSpec) -> None:
+    """Refuse a target that is, contains or lies inside a source's folder (or is the same manifest): its labelled
+    utterances would leak into training and inflate every target score."""
+    if not all(isinstance(s.source, str) and Path(s.source).expanduser().exists() for s in (source, target)):
+        return  # Hub ids, synthetic presets and in-memory datasets: nothing on disk to compare
+    a, b = (Path(s.source).expanduser().resolve() for s in (source, target))
+    if a.is_dir() and b.is_dir():
+        overlap = a.is_relative_to(b) or b.is_relative_to(a)
+    elif a.is_file() and b.is_file():
+        overlap = a == b  # two manifests in one folder may list different corpora
+    else:  # a manifest inside the other corpus's folder
+        overlap = (b if a.is_dir() else a).is_relative_to(a if a.is_dir() else b)
+    if overlap:
+        raise ValueError(
+            f"Target {target.name!r} ({target.source}) overlaps source {source.name!r} ({source.source}): the same "
+            "or nested folders would put target utterances, with their labels, into training. Use separate "
+            "folders, or pass --allow_source_target_overlap true for a deliberate in-domain experiment."
+        )
+
+
 def _check_label_map(name: str, label_map_name: str | None, label_map: dict | None) -> None:
     if label_map:
         return  # harmonize_labels accepts an explicit map for any corpus
@@ -358,6 +378,11 @@ class DataArguments:
         default=300, metadata={"help": "Utterances per corpus in the 2-D embedding projection plot."}
     )
     projection: str = field(default="pca", metadata={"help": "Embedding projection: 'pca' or 'tsne'."})
+    allow_source_target_overlap: bool = field(
+        default=False,
+        metadata={"help": "Allow a target that is, contains or lies inside a source's folder or file (a deliberate "
+                  "in-domain experiment: the target's labelled utterances are then also training data)."},
+    )
     speaker_normalization: bool = field(
         default=False,
         metadata={"help": "Standardise the cached features per speaker (speaker ids are metadata, not emotion "
@@ -418,9 +443,15 @@ class DataArguments:
         check_corpus_source(self.target_name, self.target_dataset, must_exist=False)
 
     def check_sources(self) -> dict[str, str]:
-        """Every corpus source is readable in principle (local paths exist): `{corpus: kind}`, else ValueError."""
-        return {spec.name: check_corpus_source(spec.name, spec.source)
-                for spec in [*self.source_specs(), self.target_spec()]}
+        """Every corpus source is readable in principle (local paths exist) and the target shares no files with a
+        source (unless `allow_source_target_overlap`): `{corpus: kind}`, else ValueError."""
+        specs = [*self.source_specs(), self.target_spec()]
+        kinds = {spec.name: check_corpus_source(spec.name, spec.source) for spec in specs}
+        if not self.allow_source_target_overlap:
+            target = specs[-1]
+            for source in specs[:-1]:
+                _check_no_overlap(source, target)
+        return kinds
 
     def _source_value(self, name: str, i: int) -> Any:
         values = getattr(self, f"source_{name}")

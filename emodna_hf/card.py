@@ -145,6 +145,12 @@ def card_info(record: dict[str, Any], corpora: dict[str, dict], model, model_arg
         "training": _training_info(args, {"global_step": record["train"]["steps"]}, trainer.accelerator.num_processes),
         "results": results,
         "target_metrics": record["target"],
+        "notes": [note for flag, note in (
+            ("allow_source_target_overlap", "the target was allowed to overlap the source corpora (an in-domain "
+             "experiment: its utterances may also be labelled training data), so its scores are not cross-corpus"),
+            ("speaker_normalization", "features were standardised per speaker (speaker ids used): not comparable "
+             "with speaker-free results, and pipeline() on raw audio does not apply it"),
+        ) if record["config"]["data_args"].get(flag)],
         "embedding_analysis": record.get("embedding_analysis"),
         "files": files,
         "sampling_rate": config.sampling_rate,

@@ -205,7 +205,10 @@ def run_experiment(
             "protocol": "transductive UDA: the target metrics are computed on the unlabelled target utterances "
                         "used for adaptation; target labels were used for evaluation only."
                         + (" Features were standardised per speaker (speaker ids used; not comparable with "
-                           "speaker-free results)." if data_args.speaker_normalization else ""),
+                           "speaker-free results)." if data_args.speaker_normalization else "")
+                        + (" The target was allowed to overlap the source corpora (an in-domain experiment: its "
+                           "utterances may also be labelled training data)."
+                           if data_args.allow_source_target_overlap else ""),
         },
         "target": dict(summary_metrics(by_name["target"]), corpus=target.name),
     }

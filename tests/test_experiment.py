@@ -229,3 +229,23 @@ def test_ssl_backbone_from_a_local_checkpoint(tmp_path):
     assert record["config"]["model_config"]["backbone_type"] == "wavlm"
     card = (tmp_path / "run" / "README.md").read_text()
     assert "base_model" not in card.split("---")[1]  # a local folder is no Hub id
+
+
+def test_a_target_overlapping_a_source_is_refused(tmp_path):
+    source, nested, other = tmp_path / "A", tmp_path / "A" / "B", tmp_path / "C"
+    for folder in (source, nested, other):
+        folder.mkdir(parents=True, exist_ok=True)
+    (other / "one.csv").write_text("file_name,label\n")
+    (other / "two.csv").write_text("file_name,label\n")
+
+    def args(src, tgt, **kwargs):
+        return DataArguments(source_name=["emodb"], source_dataset=[str(src)], target_name="casia",
+                             target_dataset=str(tgt), **kwargs)
+
+    for src, tgt in ((source, source), (source, nested), (nested, source), (other / "one.csv", other / "one.csv"),
+                     (other, other / "one.csv")):
+        with pytest.raises(ValueError, match="overlaps source 'emodb'"):
+            args(src, tgt).check_sources()
+    args(other / "one.csv", other / "two.csv").check_sources()  # two manifests side by side are fine
+    args(source, other).check_sources()
+    args(source, nested, allow_source_target_overlap=True).check_sources()  # deliberate, and said so
