@@ -265,17 +265,17 @@ def _check_no_overlap(source: CorpusSpec, target: CorpusSpec) -> None:
 
 
 def _check_label_map(name: str, label_map_name: str | None, label_map: dict | None) -> None:
-    if label_map:
-        return  # harmonize_labels accepts an explicit map for any corpus
+    """A label_map_name that is set must name a built-in map (a corpus without one uses the generic names)."""
+    if label_map or not label_map_name:
+        return
     try:
-        get_label_map(label_map_name or name)
+        get_label_map(label_map_name)
     except KeyError:
         from .data import CORPUS_LABEL_MAPS
 
         raise ValueError(
-            f"Corpus {name!r}: no built-in label map for corpus {label_map_name or name!r} (known: "
-            f"{', '.join(sorted(CORPUS_LABEL_MAPS))}). Set its label_map_name to one of them, or give a "
-            "label_map (raw label -> emotion)."
+            f"Corpus {name!r}: no built-in label map {label_map_name!r} (known: "
+            f"{', '.join(sorted(CORPUS_LABEL_MAPS))}). Name one of them, or give a label_map (raw label -> emotion)."
         ) from None
 
 
@@ -438,9 +438,9 @@ class DataArguments:
         for spec in self.source_specs():
             check_corpus_source(spec.name, spec.source, must_exist=False)
             _check_label_map(spec.name, spec.label_map_name, spec.label_map)
-        # The target may be unlabelled (then it needs no label map): whether its labels can be mapped is checked
-        # when it is loaded, if it has any.
-        check_corpus_source(self.target_name, self.target_dataset, must_exist=False)
+        target = self.target_spec()
+        check_corpus_source(target.name, target.source, must_exist=False)
+        _check_label_map(target.name, target.label_map_name, target.label_map)
 
     def check_sources(self) -> dict[str, str]:
         """Every corpus source is readable in principle (local paths exist) and the target shares no files with a

@@ -57,7 +57,8 @@ def versions() -> dict[str, str]:
 
 
 def corpus_info(spec: CorpusSpec, report: dict) -> dict[str, Any]:
-    facts = corpus_facts(spec.label_map_name or spec.name)
+    # Facts about the corpus by its own name: a borrowed label map says nothing about the recordings.
+    facts = corpus_facts(spec.name)
     kind = report.get("source_kind", "")
     return {
         "corpus": spec.name,

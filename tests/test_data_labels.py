@@ -258,8 +258,12 @@ def test_label_map_overrides_extends_and_drops():
         label_map={"hi": "high", "lo": "low"},
     )
     assert dataset["labels"][:] == [1, 0]
-    with pytest.raises(KeyError, match="my-corpus"):
-        harmonize_labels(corpus(["x"]), corpus="my-corpus", label_column="emotion", scheme="arousal")
+    # Without a map, emotion names (any case, spaces) and common abbreviations need none; others are listed.
+    dataset, _ = harmonize_labels(corpus([" Angry", "SAD", "neu", "happiness"]), corpus="my-corpus",
+                                  label_column="emotion", scheme="categorical4")
+    assert dataset["labels"][:] == [0, 3, 2, 1]
+    with pytest.raises(ValueError, match=r"unknown raw label\(s\) 'x' \(2 rows\), 'y' \(1 rows\).*label_map"):
+        harmonize_labels(corpus(["x", "y", "x"]), corpus="my-corpus", label_column="emotion", scheme="arousal")
     with pytest.raises(ValueError, match="'elated' is neither"):
         harmonize_labels(
             corpus(["x"]),

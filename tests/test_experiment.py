@@ -106,7 +106,8 @@ def test_bad_model_arguments(kwargs, message):
     [
         (dict(scheme="sentiment"), "Unknown label scheme 'sentiment'"),
         (dict(source_dataset=["synthetic:synth-z"]), "unknown synthetic preset 'synth-z'"),
-        (dict(source_name=["mycorpus"], source_dataset=["synthetic:synth-a"]), "no built-in label map for corpus 'mycorpus'"),
+        (dict(source_name=["mycorpus"], source_dataset=["synthetic:synth-a"], source_label_map_name=["emdb"]),
+         "no built-in label map 'emdb'"),
         (dict(source_name=["a", "b"], source_dataset=["synthetic:synth-a"]), "one dataset per source"),
         (dict(source_name=["synth-a", "synth-c"], source_dataset=["synthetic:synth-a", "synthetic:synth-c"],
               source_split=["a", "b", "c"]), "3 entries for 2 source corpora"),

@@ -116,6 +116,12 @@ CORPUS_LABEL_MAPS: dict[str, dict[str, str]] = {
 }
 
 _ALIASES = {"berlin": "emodb", "enterface": "enterface05"}
+# A corpus without a built-in map: its labels may be emotion names (any case, surrounding spaces) or common
+# abbreviations; anything else is an error that lists the unknown labels (a label_map maps them).
+GENERIC_LABEL_MAP: dict[str, str] = _NAMES | _codes(
+    "anger=angry happiness=happy joy=happy sadness=sad fearful=fear disgusted=disgust surprised=surprise "
+    "ang=angry hap=happy neu=neutral fea=fear dis=disgust sur=surprise"
+)
 
 
 def _normalise_name(corpus: str) -> str:
@@ -193,9 +199,8 @@ def harmonize_labels(
     mapping: dict[str | None, str | None] = {}
     try:
         mapping.update({_key(k): v for k, v in get_label_map(corpus).items()})
-    except KeyError:
-        if label_map is None:
-            raise
+    except KeyError:  # no built-in map: emotion names and common abbreviations, extended by label_map
+        mapping.update({_key(k): v for k, v in GENERIC_LABEL_MAP.items()})
     mapping.update({_key(k): v for k, v in (label_map or {}).items()})
     declared = set() if isinstance(drop_unmapped, bool) else {_key(v) for v in drop_unmapped}
 
@@ -203,10 +208,12 @@ def harmonize_labels(
     counts = Counter(raw_values)
     unknown = sorted((r for r in counts if _key(r) not in mapping and _key(r) not in declared), key=repr)
     if unknown:
+        listed = ", ".join(f"{raw!r} ({counts[raw]} rows)" for raw in unknown)
         raise ValueError(
-            f"Corpus {corpus!r}, column {label_column!r}: unknown raw label(s) {unknown} "
-            f"({sum(counts[r] for r in unknown)} rows). Add them to label_map (value None drops them) or "
-            f"list them in drop_unmapped."
+            f"Corpus {corpus!r}, column {label_column!r}: unknown raw label(s) {listed}. Map them with a label_map "
+            "(raw label -> emotion; None drops a label; recipes: --source_label_map '{\"corpus\": {\"raw\": "
+            "\"angry\"}}' or --target_label_map '{\"raw\": \"angry\"}'), name a built-in map with label_map_name, "
+            "or list them in drop_unmapped."
         )
     resolved = {raw: _to_class(mapping.get(_key(raw)), scheme, corpus) for raw in counts}
     # Rows mapped to None on purpose (label_map value None) or declared droppable never raise.

@@ -30,7 +30,7 @@ from datasets import (
 )
 
 from .audio import AudioDecodeError, load_audio
-from .labels import SCHEMES, column_values, get_label_map, harmonize_labels
+from .labels import SCHEMES, column_values, harmonize_labels
 from .synthetic import make_synthetic_corpus
 
 AUDIO_EXTENSIONS = frozenset(
@@ -158,16 +158,6 @@ def load_corpus(
         label_report = {"unlabelled": True, "classes": {}, "dropped": {}, "mapping": {}}
     else:
         label_column = label_column or _first_present(raw, _LABEL_COLUMNS, "label", spec.name)
-        if not spec.label_map:
-            try:
-                get_label_map(spec.label_map_name or spec.name)
-            except KeyError:
-                raise ValueError(
-                    f"Corpus {spec.name!r} has labels (column {label_column!r}) but no built-in label map for "
-                    f"{spec.label_map_name or spec.name!r}: name a built-in map (label_map_name), give a label_map "
-                    "(raw label -> emotion)"
-                    + (", or use it without labels (label_column='none')." if not require_labels else ".")
-                ) from None
         raw = _label_names(raw, label_column)
         dataset, label_report = harmonize_labels(
             raw,
