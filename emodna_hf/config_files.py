@@ -107,6 +107,52 @@ def build_parser() -> Any:
     return parser
 
 
+_MANIFEST_STEMS = {"manifest", "metadata", "data", "index", "train", "test", "all"}
+
+
+def corpus_name_from_source(source: str) -> str:
+    """A readable name for a corpus given only by its source: `synthetic:synth-b` → `synth-b`, a folder → its
+    name, a manifest → its file name (or its folder's, for generic names such as `manifest.csv`), a Hub id → its
+    last part."""
+    if source.startswith("synthetic:"):
+        return source.split(":", 1)[1]
+    path = Path(source).expanduser()
+    if path.exists():
+        path = path.resolve()
+        if path.is_file():
+            return path.parent.name if path.stem.lower() in _MANIFEST_STEMS else path.stem
+        return path.name
+    return source.rstrip("/").split("/")[-1]
+
+
+def _flag_values(argv: list[str], flag: str) -> list[str] | None:
+    """The values given to `flag` on the command line (`--flag a b` or `--flag=a`), or None if it is absent."""
+    for i, arg in enumerate(argv):
+        if arg == flag:
+            values = []
+            for value in argv[i + 1:]:
+                if value.startswith("--"):
+                    break
+                values.append(value)
+            return values
+        if arg.startswith(flag + "="):
+            return [arg.split("=", 1)[1]]
+    return None
+
+
+def _names_of_command_line_corpora(argv: list[str]) -> dict[str, Any]:
+    """Corpora given on the command line by dataset only are named after their source, not after the config
+    file's corpora (which would make a user's corpus inherit the demo corpus's name, label map and card facts)."""
+    names: dict[str, Any] = {}
+    sources = _flag_values(argv, "--source_dataset")
+    if sources and _flag_values(argv, "--source_name") is None:
+        names["source_name"] = [corpus_name_from_source(source) for source in sources]
+    target = _flag_values(argv, "--target_dataset")
+    if target and _flag_values(argv, "--target_name") is None:
+        names["target_name"] = corpus_name_from_source(target[0])
+    return names
+
+
 def parse_args(argv: list[str] | None = None, *, default_config: str | os.PathLike | None = None) -> ParsedArgs:
     """Parse model, data and training arguments: dataclass defaults < config file < command line.
 
@@ -145,6 +191,7 @@ def parse_args(argv: list[str] | None = None, *, default_config: str | os.PathLi
                 hints.append(f"{key!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
             raise ValueError(f"{config_file}: unknown argument(s) {', '.join(hints)}.")
         defaults.update(values)
+    defaults.update(_names_of_command_line_corpora(rest))
     parser.set_defaults(**defaults)
     # The parser also knows --config (for --help); its value was taken above and comes back as a namespace.
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=rest)[:3]

@@ -250,3 +250,19 @@ def test_a_target_overlapping_a_source_is_refused(tmp_path):
     args(other / "one.csv", other / "two.csv").check_sources()  # two manifests side by side are fine
     args(source, other).check_sources()
     args(source, nested, allow_source_target_overlap=True).check_sources()  # deliberate, and said so
+
+
+def test_corpora_given_by_dataset_are_named_after_it(tmp_path):
+    for name in ("A", "B"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "C").mkdir()
+    (tmp_path / "C" / "manifest.csv").write_text("file_name,label\n")
+    _, data_args, _, _ = parse_args(["--source_dataset", str(tmp_path / "A"), "--target_dataset",
+                                     str(tmp_path / "B")], default_config=DEFAULT_CONFIG)
+    assert data_args.source_name == ["A"] and data_args.target_name == "B"  # not the demo's synth-a / synth-b
+    _, data_args, _, _ = parse_args([f"--target_dataset={tmp_path / 'C' / 'manifest.csv'}", "--source_dataset",
+                                     "someone/my-corpus", "synthetic:synth-c"], default_config=DEFAULT_CONFIG)
+    assert data_args.source_name == ["my-corpus", "synth-c"] and data_args.target_name == "C"
+    _, data_args, _, _ = parse_args(["--target_dataset", str(tmp_path / "B"), "--target_name", "mine"],
+                                    default_config=DEFAULT_CONFIG)
+    assert data_args.target_name == "mine" and data_args.source_name == ["synth-a"]  # named: kept; others: the file's
