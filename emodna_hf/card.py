@@ -76,6 +76,8 @@ def corpus_info(spec: CorpusSpec, report: dict) -> dict[str, Any]:
         "n": report.get("n"),
         "classes": (report.get("labels") or {}).get("classes", {}),
         "dropped": (report.get("labels") or {}).get("dropped", {}),
+        # Unreadable audio files skipped with on_bad_audio='skip': {utterance: reason}.
+        "skipped_audio": dict(report.get("bad_audio") or {}),
     }
 
 

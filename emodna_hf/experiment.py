@@ -220,7 +220,8 @@ def run_experiment(
         "cached_features": cached, "speaker_normalization": data_args.speaker_normalization,
     }
     record["data"] = {
-        name: {k: info[k] for k in ("source_kind", "n", "classes", "dropped")} for name, info in corpora.items()
+        name: {k: info[k] for k in ("source_kind", "n", "classes", "dropped", "skipped_audio")}
+        for name, info in corpora.items()
     }
     record["data"]["split"] = data.reports.get("split", {})
     record["config"] = {
@@ -292,6 +293,12 @@ def format_summary(record: dict[str, Any]) -> str:
         source = record["source"]
         lines.append(f"  source {source['corpus']:<12} UAR {source['uar']:.3f}  WAR {source['war']:.3f}  "
                      f"macro-F1 {source['macro_f1']:.3f}  ({source['n']} held-out utterances)")
+    for corpus, info in record.get("data", {}).items():
+        skipped = info.get("skipped_audio") if isinstance(info, dict) else None
+        if skipped:
+            listed = "; ".join(f"{utt} ({reason})" for utt, reason in list(skipped.items())[:5])
+            more = f" and {len(skipped) - 5} more (metrics.json)" if len(skipped) > 5 else ""
+            lines.append(f"  skipped audio in {corpus}: {len(skipped)} file(s): {listed}{more}")
     if record.get("output_dir"):
         lines.append(f"  output: {record['output_dir']} (model, README.md, metrics.json, "
                      f"{reporting.CONFUSION_MATRIX_FILE}, {reporting.EMBEDDINGS_FILE})")

@@ -210,6 +210,8 @@ def test_bad_audio_skip_counts_and_names_them(folder, tmp_path):
     assert sorted(report["bad_audio"]) == ["corpus/sad/corrupt", "corpus/sad/empty", "corpus/sad/zero"]
     assert "zero.wav" in report["bad_audio"]["corpus/sad/zero"]
     assert "no samples" in report["bad_audio"]["corpus/sad/zero"]
+    # The class counts are those of the two utterances used, not of the five listed.
+    assert report["labels"]["classes"] == {"angry": 1, "happy": 0, "neutral": 0, "sad": 1}
 
 
 def test_cache_dir_reuses_decoded_audio_until_a_file_changes(folder, tmp_path):

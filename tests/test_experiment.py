@@ -266,3 +266,19 @@ def test_corpora_given_by_dataset_are_named_after_it(tmp_path):
     _, data_args, _, _ = parse_args(["--target_dataset", str(tmp_path / "B"), "--target_name", "mine"],
                                     default_config=DEFAULT_CONFIG)
     assert data_args.target_name == "mine" and data_args.source_name == ["synth-a"]  # named: kept; others: the file's
+
+
+def test_summary_names_skipped_audio_and_an_unlabelled_target():
+    record = {
+        "scenario": {"sources": ["a"], "target": "b", "scheme": "categorical4"},
+        "config": {"model_config": {"adaptation_method": "emodna"}},
+        "target": {"corpus": "b", "labelled": False, "n": 4, "mean_confidence": 0.8,
+                   "predicted_distribution": {"angry": 0.5, "happy": 0.0, "neutral": 0.25, "sad": 0.25}},
+        "data": {"a": {"skipped_audio": {f"a/u{i}": "empty file" for i in range(7)}}, "b": {"skipped_audio": {}},
+                 "split": {}},
+        "output_dir": None, "wall_time_s": 1.0,
+    }
+    text = experiment.format_summary(record)
+    assert "unlabelled: accuracy not measured; predicted angry 50%, happy 0%, neutral 25%, sad 25%" in text
+    assert "skipped audio in a: 7 file(s): a/u0 (empty file)" in text and "and 2 more (metrics.json)" in text
+    assert "skipped audio in b" not in text

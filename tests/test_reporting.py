@@ -109,6 +109,16 @@ def test_model_card_metadata_round_trip(tmp_path):
     assert "`W` → high" in text and "`X` → dropped" in text
     assert "n/a" in text  # the missing silhouette / recall are shown as such, not crash the template
     assert "me/emodna-emodb-to-casia" in text
+    assert "skipped" not in text  # nothing was skipped
+
+
+def test_card_names_skipped_audio_and_notes(tmp_path):
+    info = _card_info()
+    info["target"] = dict(info["target"], skipped_audio={"casia/sad/broken": "empty file"})
+    info["notes"] = ["features were standardised per speaker"]
+    text = model_card.make_model_card(info).content
+    assert "casia: 1 unreadable audio file(s) skipped" in text and "`casia/sad/broken` (empty file)" in text
+    assert "**Note:** features were standardised per speaker." in text
 
 
 def test_missing_template_is_a_clear_error(tmp_path):

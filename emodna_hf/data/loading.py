@@ -201,6 +201,11 @@ def load_corpus(
     if bad:
         decoded = decoded.select([i for i, error in enumerate(errors) if not error])
     decoded = decoded.remove_columns("audio_error").with_format(None)
+    if bad and not label_report.get("unlabelled"):
+        # The class counts are those of the utterances actually used: skipped audio is not among them.
+        names = SCHEMES[scheme]
+        labels = column_values(decoded, "labels")
+        label_report = dict(label_report, classes={name: labels.count(i) for i, name in enumerate(names)})
     speakers = set(column_values(decoded, "speaker"))
     report = {
         "corpus": spec.name,
