@@ -232,6 +232,8 @@ def check_corpus_source(name: str, source: str, *, must_exist: bool = True) -> s
     looks_like_path = (
         source.startswith((".", "/", "~")) or source.lower().endswith(_FILE_SUFFIXES) or source.count("/") > 1
         or "\\" in source
+        # "data/emodb" with a local "data" folder is a path with a typo, not the Hub dataset "data/emodb"
+        or ("/" in source and path.parent.is_dir() and str(path.parent) not in ("", "."))
     )
     if looks_like_path and not must_exist:
         return "local"

@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
         parse_args,
         run_experiment,
     )
+    from emodna_hf.data import AudioDecodeError
     from emodna_hf.hub import HubPushError
 
     try:
@@ -61,6 +62,11 @@ def main(argv: list[str] | None = None) -> dict:
         )
     except HubPushError as error:
         sys.exit(f"error: {error}")
+    except (ValueError, FileNotFoundError, AudioDecodeError) as error:
+        # Data, labels and configuration errors name their culprit: one line, unless a traceback is asked for.
+        if os.environ.get("EMODNA_TRACEBACK"):
+            raise
+        sys.exit(f"error: {error}\n(set EMODNA_TRACEBACK=1 to see where it was raised)")
     if training_args.should_log:
         print(format_summary(record), flush=True)
     return record

@@ -196,11 +196,34 @@ def test_train_script_reports_bad_input_clearly(tmp_path):
         (["--scheme", "sentiment"], "Unknown label scheme 'sentiment'"),
         (["--source_dataset", "synthetic:nope"], "unknown synthetic preset"),
         (["--config", str(tmp_path / "missing.yaml")], "does not exist"),
+        # a relative folder with a typo is a missing folder, not a Hub id to look up
+        (["--target_dataset", f"{tmp_path.name}/no-such-corpus"], "neither an existing local file"),
     ):
         with pytest.raises(SystemExit) as exit_info:  # sys.exit("error: ..."): a message, no traceback
-            train.main(["--output_dir", str(tmp_path / "out"), *args])
+            previous_cwd = os.getcwd()
+            os.chdir(tmp_path.parent)
+            try:
+                train.main(["--output_dir", str(tmp_path / "out"), *args])
+            finally:
+                os.chdir(previous_cwd)
         assert str(exit_info.value).startswith("error: ") and message in str(exit_info.value)
         assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_train_script_reports_data_errors_in_one_line(tmp_path):
+    """A label the maps do not know, found while loading: one line naming it, no traceback."""
+    corpus = tmp_path / "mine"
+    _touch_wav(corpus / "a.wav")
+    _touch_wav(corpus / "b.wav")
+    (corpus / "metadata.csv").write_text("file_name,label\na.wav,angry\nb.wav,elated\n")
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "train.py"), "--output_dir", str(tmp_path / "out"),
+         "--source_dataset", str(corpus)],
+        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode != 0 and "Traceback" not in completed.stderr
+    assert "error: Corpus 'mine', column 'label': unknown raw label(s) 'elated' (1 rows)" in completed.stderr
 
 
 def _touch_wav(path: Path) -> None:
