@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
     import datasets
     import transformers
 
+    from emodna_hf.data import AudioDecodeError
     from emodna_hf.experiment import (
         check_output_dir,
         command_line,
@@ -35,7 +36,6 @@ def main(argv: list[str] | None = None) -> dict:
         parse_args,
         run_experiment,
     )
-    from emodna_hf.data import AudioDecodeError
     from emodna_hf.hub import HubPushError
 
     try:
