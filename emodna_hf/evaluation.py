@@ -152,6 +152,9 @@ def evaluate_model(eval_args: EvaluationArguments) -> dict[str, Any]:
 
     started = time.time()
     eval_args._data.check_sources()
+    model_path = eval_args.model_name_or_path
+    if (model_path.startswith((".", "/", "~")) or model_path.count("/") > 1) and not Path(model_path).expanduser().is_dir():
+        raise ValueError(f"Model folder {model_path} does not exist (pass a run's output folder or a Hub model id).")
     model = AutoModelForAudioClassification.from_pretrained(
         eval_args.model_name_or_path, revision=eval_args.revision, trust_remote_code=eval_args.trust_remote_code
     ).eval()

@@ -53,11 +53,18 @@ def _offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or value.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def check_push_possible(repo_id: str | None, *, token: str | None = None) -> None:
-    """Fail with a clear message if a push to `repo_id` cannot work; touches no network."""
+def check_push_possible(repo_id: str | None, *, token: str | None = None, after_training: bool = True) -> None:
+    """Fail with a clear message if a push to `repo_id` cannot work; touches no network.
+
+    `after_training`: the push follows a training run (`recipes/train.py --push_to_hub`); False for an upload of
+    an existing folder (`recipes/push_to_hub.py`, whose token flag is `--token`).
+    """
     if not repo_id:
         raise HubPushError("push_to_hub needs a repository id: pass --hub_model_id <user-or-org>/<name>.")
     if _offline():
+        if not after_training:
+            raise HubPushError(f"Cannot upload to {repo_id!r}: the Hub is in offline mode (HF_HUB_OFFLINE=1 or "
+                               "TRANSFORMERS_OFFLINE=1). Unset it and run the upload again.")
         raise HubPushError(
             f"push_to_hub was requested (repo {repo_id!r}) but the Hub is in offline mode (HF_HUB_OFFLINE=1 or "
             "TRANSFORMERS_OFFLINE=1), so the upload would fail after training. Nothing was trained and nothing "
@@ -68,8 +75,8 @@ def check_push_possible(repo_id: str | None, *, token: str | None = None) -> Non
 
     if token is None and get_token() is None:
         raise HubPushError(
-            f"push_to_hub was requested (repo {repo_id!r}) but no Hugging Face token was found. Run "
-            "`hf auth login`, set HF_TOKEN, or pass --hub_token."
+            f"Pushing to {repo_id!r} needs a Hugging Face token and none was found. Run `hf auth login`, set "
+            f"HF_TOKEN, or pass {'--hub_token' if after_training else '--token'}."
         )
 
 
@@ -127,7 +134,7 @@ def push_output_folder(
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
     if missing:
         raise HubPushError(f"{folder} is not a complete emodna_hf output folder: missing {missing}.")
-    check_push_possible(repo_id, token=token)
+    check_push_possible(repo_id, token=token, after_training=False)
     api = HfApi(token=token)
     try:
         if create_repo:

@@ -97,12 +97,17 @@ def test_offline_and_missing_token_fail_before_any_request(tmp_path, monkeypatch
     with mock.patch.object(HfApi, "create_repo", autospec=True) as create_repo:
         with pytest.raises(hub.HubPushError, match="offline"):
             hub.prepare_push("me/emo")
+        with pytest.raises(hub.HubPushError, match="offline mode.*run the upload again") as upload:
+            hub.check_push_possible("me/emo", after_training=False)
+        assert "push_to_hub.py" not in str(upload.value)  # no advice to run the script that is running
         monkeypatch.delenv("HF_HUB_OFFLINE")
         monkeypatch.delenv("HF_TOKEN")
         monkeypatch.setenv("HF_HOME", str(tmp_path / "no_login"))
         with mock.patch("huggingface_hub.get_token", return_value=None):
-            with pytest.raises(hub.HubPushError, match="no Hugging Face token"):
-                hub.prepare_push("me/emo")
+            with pytest.raises(hub.HubPushError, match="none was found.*pass --hub_token"):
+                hub.prepare_push("me/emo")  # after training: train.py's flag
+            with pytest.raises(hub.HubPushError, match="none was found.*pass --token"):
+                hub.check_push_possible("me/emo", after_training=False)  # push_to_hub.py's flag
         with pytest.raises(hub.HubPushError, match="repository id"):
             hub.check_push_possible(None)
     create_repo.assert_not_called()

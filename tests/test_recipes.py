@@ -328,3 +328,12 @@ def test_a_target_without_a_label_column_loads_unlabelled(tmp_path):
     assert dataset["labels"] == [None, None] and report["labels"]["unlabelled"]
     with pytest.raises(ValueError, match="no label column"):
         load_corpus(spec)  # a source must have labels
+
+
+def test_evaluate_recipe_names_a_missing_model_folder(tmp_path):
+    evaluate = _load_script("evaluate_model")
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--model_name_or_path", str(tmp_path / "no-such-run"), "--corpus_name", "synth-c",
+                       "--corpus_dataset", "synthetic:synth-c", "--output_dir", str(tmp_path / "eval")])
+    assert str(exit_info.value) == f"error: Model folder {tmp_path / 'no-such-run'} does not exist (pass a run's " \
+                                   "output folder or a Hub model id)."
