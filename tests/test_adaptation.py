@@ -54,3 +54,36 @@ def test_emodna_beats_source_only_on_the_shifted_target(shifted_corpora, tmp_pat
     emodna = [_target_uar("emodna", labels, splits, tmp_path, seed) for seed in seeds]
     print(f"target UAR per seed: source_only {source_only}, emodna {emodna} ({time.time() - start:.0f} s)")
     assert sum(emodna) / 3 >= sum(source_only) / 3 + 0.10, (source_only, emodna)
+
+
+@pytest.mark.slow
+def test_the_readme_python_path_trains_on_what_the_pipeline_feeds(tmp_path):
+    """build_uda_data → cache_features → EmoDnaTrainer (the README's path), then pipeline() on the raw audio:
+    the saved model's predictions equal the trained model's on the training-time (cached) inputs."""
+    import numpy as np
+    from transformers import pipeline
+
+    from emodna_hf import EmoDnaConfig, create_feature_extractor
+
+    small = {"n_per_class_per_speaker": 1, "n_speakers": 4}
+    data = build_uda_data([CorpusSpec(name="synth-a", source="synthetic:synth-a", load_kwargs=small)],
+                          CorpusSpec(name="synth-b", source="synthetic:synth-b", load_kwargs=small),
+                          max_duration_s=1.0)
+    labels = dict(enumerate(data.label_names))
+    torch.manual_seed(0)
+    model = EmoDnaForAudioClassification(EmoDnaConfig(backbone_type="opensmile", id2label=labels,
+                                                      label2id={v: k for k, v in labels.items()}))
+    source, target = cache_features(data.source_train, model), cache_features(data.target_eval, model)
+    args = EmoDnaTrainingArguments(output_dir=str(tmp_path / "out"), max_steps=6, per_device_train_batch_size=4,
+                                   learning_rate=1e-3, report_to="none", use_cpu=True, save_strategy="no")
+    trainer = EmoDnaTrainer(model=model, args=args, train_dataset=source, target_dataset=target)
+    trainer.train()
+    trained = trainer.predict(target).predictions
+    trainer.model.save_pretrained(tmp_path / "saved")
+    create_feature_extractor(model.config).save_pretrained(tmp_path / "saved")
+    classifier = pipeline("audio-classification", model=str(tmp_path / "saved"), top_k=None)
+    for row, logits in zip(data.target_eval, trained, strict=True):
+        scores = classifier(np.asarray(row["input_values"], dtype=np.float32))
+        probabilities = torch.softmax(torch.as_tensor(logits), -1)
+        by_label = {s["label"]: s["score"] for s in scores}
+        np.testing.assert_allclose([by_label[labels[i]] for i in range(4)], probabilities.numpy(), atol=1e-5)
