@@ -70,7 +70,9 @@ class _History(TrainerCallback):
                     self.train[epoch][key].append(float(value))
 
     def as_rows(self) -> list[dict[str, float]]:
-        rows = {e["epoch"]: dict(e) for e in self.evals}
+        rows: dict[float, dict[str, float]] = {}
+        for evaluation in self.evals:  # one log entry per evaluated set (target, source) at the same epoch
+            rows.setdefault(evaluation["epoch"], {}).update(evaluation)
         for epoch, values in self.train.items():
             rows.setdefault(float(epoch), {"epoch": float(epoch)}).update(
                 {k: statistics.fmean(v) for k, v in values.items()})
@@ -84,6 +86,7 @@ def plot(runs: list[dict], methods: list[str], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(2, 3, figsize=(15, 8))
+    colours = {method: f"C{i}" for i, method in enumerate(methods)}  # one colour per method in every panel
     for axis, (key, panel_title) in zip(axes.flat, PANELS, strict=True):
         for method in methods:
             by_epoch: dict[float, list[float]] = defaultdict(list)
@@ -94,13 +97,14 @@ def plot(runs: list[dict], methods: list[str], path: Path, title: str) -> None:
             if by_epoch:
                 epochs = sorted(by_epoch)
                 axis.plot(epochs, [statistics.fmean(by_epoch[e]) for e in epochs], label=method,
-                          marker="o" if key.startswith("eval_") else None, markersize=3)
+                          color=colours[method], marker="o" if key.startswith("eval_") else None, markersize=3)
         axis.set_title(panel_title, fontsize=10)
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
+    handles = [plt.Line2D([], [], color=colours[m], label=m) for m in methods]
+    figure.legend(handles=handles, loc="lower center", ncol=len(methods), fontsize=9)
     figure.suptitle(title, fontsize=11)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.05, 1, 0.97))
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
