@@ -30,3 +30,8 @@ if trainer.accelerator.is_main_process:
     save_file({k: v.contiguous() for k, v in trainer.model.state_dict().items()}, f"{output_dir}/final.safetensors")
     print("WORLD_SIZE", trainer.accelerator.num_processes, "LOSSES",
           [round(r["loss"], 5) for r in trainer.state.log_history if "loss" in r])
+# A clean process-group shutdown: leaving gloo's threads to the interpreter's exit sometimes aborted the process
+# ("terminate called without an active exception") after the work was done.
+trainer.accelerator.wait_for_everyone()
+if torch.distributed.is_available() and torch.distributed.is_initialized():
+    torch.distributed.destroy_process_group()
