@@ -35,8 +35,10 @@ def summary(runs: list[dict], method: str, cells: list[tuple[str, str]], seeds: 
             "max_range": max(ranges.values()), "worst_direction": max(ranges, key=ranges.get)}
 
 
-def check(path: Path, method: str, classical_margin: float = 5.0, baseline_margin: float = 3.0) -> str:
-    runs = json.loads(path.read_text())["runs"]
+def check(path: Path | list[Path], method: str, classical_margin: float = 5.0, baseline_margin: float = 3.0) -> str:
+    paths = path if isinstance(path, list) else [path]
+    runs = [run for p in paths for run in json.loads(p.read_text())["runs"]]
+    path = " + ".join(map(str, paths))
     methods = sorted({r["method"] for r in runs})
     if method not in methods:
         return f"## {path}\n\n`{method}` was not run.\n"
@@ -84,8 +86,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classical-margin", type=float, default=5.0,
                         help="Points above egemaps_lr_corpus (categorical4 bar: 5; arousal/valence: 0 = above it).")
     parser.add_argument("--baseline-margin", type=float, default=3.0, help="Points above the best of DANN/MMD/AdaBN.")
+    parser.add_argument("--combine", action="store_true",
+                        help="One report over the runs of all files (e.g. the directions of several corpus sets).")
     args = parser.parse_args(argv)
-    print("\n".join(check(path, args.method, args.classical_margin, args.baseline_margin) for path in args.results))
+    groups = [list(args.results)] if args.combine else [[path] for path in args.results]
+    print("\n".join(check(group, args.method, args.classical_margin, args.baseline_margin) for group in groups))
 
 
 if __name__ == "__main__":
