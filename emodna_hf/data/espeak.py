@@ -30,13 +30,12 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import numpy as np
-import pyarrow as pa
 import soundfile as sf
 import soxr
 from datasets import Dataset
 from scipy import signal
 
-from .synthetic import _FEATURES, _FS, _REF_RMS, EMOTIONS, _channel, _noise_bank, _room_impulse_response
+from .synthetic import _FS, _REF_RMS, EMOTIONS, _channel, _noise_bank, _room_impulse_response, corpus_dataset
 from .synthetic import _SOURCE_CRC as _SYNTHETIC_CRC
 
 _ESPEAK_FS = 22050  # espeak-ng's native output rate
@@ -237,22 +236,11 @@ def make_espeak_corpus(
                 emotions.append(preset.labels[e])
                 speakers.append(f"spk{s:02d}")
                 utt_ids.append(f"{preset.name}-spk{s:02d}-{emotion}-{k:03d}")
-    offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])])
-    if offsets[-1] >= 2**31:  # List offsets are int32
-        raise ValueError(f"{preset.name}: {offsets[-1]} samples in total is too many for one corpus")
-    audio = pa.StructArray.from_arrays(
-        [
-            pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(np.concatenate(arrays))),
-            pa.array(np.full(len(arrays), preset.sampling_rate, dtype=np.int32)),
-        ],
-        names=["array", "sampling_rate"],
-    )
-    table = pa.table({"audio": audio, "emotion": emotions, "speaker": speakers, "utt_id": utt_ids})
     # As in make_synthetic_corpus, plus synthetic.py (room, noise, channel) and the espeak-ng version: another
     # build may render other samples.
     settings = repr((ESPEAK_EMOTIONS, SENTENCES, preset, seed, version, _SYNTHETIC_CRC)).encode()
-    fingerprint = f"{_SOURCE_CRC:08x}{zlib.crc32(settings):08x}"
-    return Dataset(table.cast(_FEATURES.arrow_schema), fingerprint=fingerprint)
+    return corpus_dataset(arrays, emotions, speakers, utt_ids, preset.sampling_rate, preset.name,
+                          fingerprint=f"{_SOURCE_CRC:08x}{zlib.crc32(settings):08x}")
 
 
 def _class_counts(priors: tuple[float, ...], total: int) -> list[int]:
