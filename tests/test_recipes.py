@@ -337,3 +337,17 @@ def test_evaluate_recipe_names_a_missing_model_folder(tmp_path):
                        "--corpus_dataset", "synthetic:synth-c", "--output_dir", str(tmp_path / "eval")])
     assert str(exit_info.value) == f"error: Model folder {tmp_path / 'no-such-run'} does not exist (pass a run's " \
                                    "output folder or a Hub model id)."
+
+
+def test_an_empty_label_column_is_an_unlabelled_target_and_dropping_everything_is_an_error(tmp_path):
+    from emodna_hf.data import CorpusSpec, load_corpus
+
+    _touch_wav(tmp_path / "u0.wav")
+    _touch_wav(tmp_path / "u1.wav")
+    (tmp_path / "metadata.csv").write_text("file_name,label\nu0.wav,\nu1.wav,\n")
+    dataset, report = load_corpus(CorpusSpec(name="mine", source=str(tmp_path), label_map={"": None}),
+                                  require_labels=False)
+    assert dataset["labels"] == [None, None] and report["labels"]["unlabelled"]
+    (tmp_path / "metadata.csv").write_text("file_name,label\nu0.wav,x\nu1.wav,x\n")
+    with pytest.raises(ValueError, match=r"no utterance is left after label mapping \(dropped: \{'x': 2\}\)"):
+        load_corpus(CorpusSpec(name="mine", source=str(tmp_path), label_map={"x": None}), require_labels=False)

@@ -149,6 +149,10 @@ def load_corpus(
     label_column = spec.label_column
     if label_column is None and not require_labels:
         label_column = next((c for c in _LABEL_COLUMNS if c in raw.column_names), NO_LABELS)
+        if label_column != NO_LABELS and all(
+            value is None or str(value).strip() == "" for value in column_values(raw, label_column)
+        ):
+            label_column = NO_LABELS  # a label column left empty: the corpus is unlabelled
     if label_column == NO_LABELS:
         if require_labels:
             raise ValueError(f"Corpus {spec.name!r} needs labels (a labelled source), but its label_column is "
@@ -166,6 +170,11 @@ def load_corpus(
             scheme=scheme,
             label_map=spec.label_map,
             drop_unmapped=spec.drop_unmapped,
+        )
+    if not len(dataset):
+        raise ValueError(
+            f"Corpus {spec.name!r}: no utterance is left after label mapping (dropped: {label_report['dropped']}). "
+            "Check its label_map" + ("." if require_labels else ", or use it without labels (label_column='none').")
         )
     dataset = _standard_columns(dataset, spec, audio_column)
 
