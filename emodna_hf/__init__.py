@@ -1,9 +1,10 @@
 """emodna_hf: cross-corpus speech emotion recognition with Emo-DNA-style domain adaptation for 🤗 transformers."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
 
 from .feature_extraction import create_feature_extractor
 from .modeling import EmoDnaConfig, EmoDnaForAudioClassification, EmoDnaOutput, EmoDnaPreTrainedModel
+from .modeling.feature_extraction_emodna import EmoDnaFeatureExtractor
 
 __version__ = "0.1.0"
 
@@ -11,9 +12,11 @@ __version__ = "0.1.0"
 AutoConfig.register(EmoDnaConfig.model_type, EmoDnaConfig, exist_ok=True)
 AutoModel.register(EmoDnaConfig, EmoDnaForAudioClassification, exist_ok=True)
 AutoModelForAudioClassification.register(EmoDnaConfig, EmoDnaForAudioClassification, exist_ok=True)
+AutoFeatureExtractor.register(EmoDnaConfig, EmoDnaFeatureExtractor, exist_ok=True)
 
 __all__ = [
     "EmoDnaConfig",
+    "EmoDnaFeatureExtractor",
     "EmoDnaForAudioClassification",
     "EmoDnaOutput",
     "EmoDnaPreTrainedModel",

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from transformers import Wav2Vec2FeatureExtractor
-
 from .modeling import EmoDnaConfig
+from .modeling.feature_extraction_emodna import EmoDnaFeatureExtractor
 
 
-def create_feature_extractor(config: EmoDnaConfig) -> Wav2Vec2FeatureExtractor:
-    """A `Wav2Vec2FeatureExtractor` at the model's rate that always returns an attention mask.
+def create_feature_extractor(config: EmoDnaConfig) -> EmoDnaFeatureExtractor:
+    """An `EmoDnaFeatureExtractor` (a `Wav2Vec2FeatureExtractor` that resamples other rates with soxr) at the
+    model's rate that always returns an attention mask.
 
     The mask matters: the model pools over valid frames only, so a padded utterance gets the logits it gets alone.
     Waveforms are normalised to zero mean and unit variance per utterance (the wav2vec2 convention), which also
@@ -16,7 +16,7 @@ def create_feature_extractor(config: EmoDnaConfig) -> Wav2Vec2FeatureExtractor:
     functionals carry emotion (angry speech is loud): its gain differences between corpora are removed by the
     per-corpus standardisation of the functionals instead.
     """
-    return Wav2Vec2FeatureExtractor(
+    return EmoDnaFeatureExtractor(
         feature_size=1,
         sampling_rate=config.sampling_rate,
         padding_value=0.0,
