@@ -246,23 +246,40 @@ def check_corpus_source(name: str, source: str, *, must_exist: bool = True) -> s
     return "hub"
 
 
+def _manifest_files(path: Path) -> set[Path]:
+    """The resolved audio files a CSV/TSV/JSONL manifest lists (empty for other files or unreadable ones)."""
+    from .data.loading import _FILE_COLUMNS, _read_csv, _read_jsonl
+
+    suffix = path.suffix.lower()
+    try:
+        rows = _read_csv(path) if suffix in (".csv", ".tsv") else _read_jsonl(path) if suffix in (".jsonl", ".json") \
+            else []
+    except ValueError:
+        return set()  # loading will report it, naming the file
+    column = next((c for c in _FILE_COLUMNS if rows and c in rows[0]), None)
+    return {(path.parent / str(row[column])).resolve() for row in rows if column and row.get(column)}
+
+
 def _check_no_overlap(source: CorpusSpec, target: CorpusSpec) -> None:
-    """Refuse a target that is, contains or lies inside a source's folder (or is the same manifest): its labelled
-    utterances would leak into training and inflate every target score."""
+    """Refuse a target that shares audio with a source: the same or nested folders, the same manifest, manifests
+    listing the same files, or a manifest listing files inside the other corpus's folder. Its labelled utterances
+    would leak into training and inflate every target score."""
     if not all(isinstance(s.source, str) and Path(s.source).expanduser().exists() for s in (source, target)):
         return  # Hub ids, synthetic presets and in-memory datasets: nothing on disk to compare
     a, b = (Path(s.source).expanduser().resolve() for s in (source, target))
     if a.is_dir() and b.is_dir():
         overlap = a.is_relative_to(b) or b.is_relative_to(a)
     elif a.is_file() and b.is_file():
-        overlap = a == b  # two manifests in one folder may list different corpora
-    else:  # a manifest inside the other corpus's folder
-        overlap = (b if a.is_dir() else a).is_relative_to(a if a.is_dir() else b)
+        overlap = a == b or bool(_manifest_files(a) & _manifest_files(b))
+    else:  # a manifest, and a folder: the manifest inside the folder, or listing files inside it
+        folder, manifest = (a, b) if a.is_dir() else (b, a)
+        overlap = manifest.is_relative_to(folder) or any(f.is_relative_to(folder) for f in _manifest_files(manifest))
     if overlap:
         raise ValueError(
-            f"Target {target.name!r} ({target.source}) overlaps source {source.name!r} ({source.source}): the same "
-            "or nested folders would put target utterances, with their labels, into training. Use separate "
-            "folders, or pass --allow_source_target_overlap true for a deliberate in-domain experiment."
+            f"Target {target.name!r} ({target.source}) shares audio with source {source.name!r} ({source.source}): "
+            "the same or nested folders, or manifests listing the same files, would put target utterances, with "
+            "their labels, into training. Use separate corpora, or pass --allow_source_target_overlap true for a "
+            "deliberate in-domain experiment."
         )
 
 

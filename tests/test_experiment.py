@@ -245,9 +245,15 @@ def test_a_target_overlapping_a_source_is_refused(tmp_path):
 
     for src, tgt in ((source, source), (source, nested), (nested, source), (other / "one.csv", other / "one.csv"),
                      (other, other / "one.csv")):
-        with pytest.raises(ValueError, match="overlaps source 'emodb'"):
+        with pytest.raises(ValueError, match="shares audio with source 'emodb'"):
             args(src, tgt).check_sources()
-    args(other / "one.csv", other / "two.csv").check_sources()  # two manifests side by side are fine
+    args(other / "one.csv", other / "two.csv").check_sources()  # two manifests side by side are fine...
+    (other / "three.csv").write_text("file_name,label\nx/a.wav,angry\n")
+    (other / "four.csv").write_text("file_name,label\n./x/a.wav,sad\n")
+    (tmp_path / "elsewhere.csv").write_text(f"file_name,label\n{source / 'b.wav'},sad\n")
+    for src, tgt in ((other / "three.csv", other / "four.csv"), (source, tmp_path / "elsewhere.csv")):
+        with pytest.raises(ValueError, match="shares audio with source 'emodb'"):
+            args(src, tgt).check_sources()  # ...unless they list the same files, or files inside the source
     args(source, other).check_sources()
     args(source, nested, allow_source_target_overlap=True).check_sources()  # deliberate, and said so
 
