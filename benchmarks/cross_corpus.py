@@ -167,6 +167,20 @@ def method_args(base, method: str):
     )
 
 
+def load_settings(config: str, corpora: list[str], recipe_argv: list[str]):
+    """The corpus keys, corpus entries and the recipe's three argument groups of a benchmark (exits on bad input)."""
+    from emodna_hf.experiment import DataArguments, parse_args
+
+    corpus_keys = {f.name.removeprefix("target_") for f in dataclasses.fields(DataArguments)
+                   if f.name.startswith("target_")}
+    try:
+        entries = parse_corpora(corpora, corpus_keys)
+        base_model, base_data, base_training, _ = parse_args(["--config", config, *recipe_argv])
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
+    return corpus_keys, entries, base_model, base_data, base_training
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -255,18 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     import datasets
     import transformers
 
-    from emodna_hf.experiment import DataArguments, load_data, parse_args, run_experiment
+    from emodna_hf.experiment import load_data, run_experiment
 
-    corpus_keys = {
-        f.name.removeprefix("target_")
-        for f in dataclasses.fields(DataArguments)
-        if f.name.startswith("target_")
-    }
-    try:
-        corpora = parse_corpora(args.corpora, corpus_keys)
-        base_model, base_data, base_training, _ = parse_args(["--config", args.config, *recipe_argv])
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    corpus_keys, corpora, base_model, base_data, base_training = load_settings(args.config, args.corpora, recipe_argv)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "logs").mkdir(exist_ok=True)
     base_training = dataclasses.replace(

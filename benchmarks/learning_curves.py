@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import statistics
-import sys
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -35,8 +34,8 @@ from cross_corpus import (
     METHODS,
     _write,
     direction_args,
+    load_settings,
     method_args,
-    parse_corpora,
 )
 from transformers import TrainerCallback
 
@@ -124,18 +123,12 @@ def main(argv: list[str] | None = None) -> None:
     import datasets
     import transformers
 
-    from emodna_hf.experiment import DataArguments, load_data, parse_args, run_experiment
+    from emodna_hf.experiment import load_data, run_experiment
 
     for option, flag in (("epochs", "--num_train_epochs"), ("scheme", "--scheme")):
         if getattr(args, option) is not None:
             recipe_argv += [flag, str(getattr(args, option))]
-    corpus_keys = {f.name.removeprefix("target_") for f in dataclasses.fields(DataArguments)
-                   if f.name.startswith("target_")}
-    try:
-        corpora = parse_corpora(args.corpora, corpus_keys)
-        base_model, base_data, base_training, _ = parse_args(["--config", args.config, *recipe_argv])
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    corpus_keys, corpora, base_model, base_data, base_training = load_settings(args.config, args.corpora, recipe_argv)
     args.output.mkdir(parents=True, exist_ok=True)
     base_training = dataclasses.replace(base_training, output_dir=str(args.output / "trainer"), report_to="none",
                                         save_strategy="no", disable_tqdm=True, eval_strategy="steps",

@@ -108,16 +108,14 @@ class EmoDnaObjective(AdaptationObjective):
         probs, progress = target_logits.detach().float().softmax(-1), batch.progress
         if isinstance(self.pseudo_labeler, CurriculumPseudoLabeler):
             self.pseudo_labeler.update(self.gather(probs))
+            pseudo_labels, selected = self.pseudo_labeler.select(probs, progress)
+            thresholds = self.pseudo_labeler.thresholds(progress)
+            stats = {"pseudo_label_target_fraction": self.scalar(self.pseudo_labeler.fraction(progress))}
         else:
             momentum = self.config.threshold_momentum
             if momentum is None:  # the EMAs' time constant is a share of training, not a number of steps
                 momentum = momentum_for(batch.total_updates, self.config.threshold_time_constant)
             self.pseudo_labeler.update(self.gather(probs), momentum=momentum)
-        if isinstance(self.pseudo_labeler, CurriculumPseudoLabeler):
-            pseudo_labels, selected = self.pseudo_labeler.select(probs, progress)
-            thresholds = self.pseudo_labeler.thresholds(progress)
-            stats = {"pseudo_label_target_fraction": self.scalar(self.pseudo_labeler.fraction(progress))}
-        else:
             pseudo_labels, selected = self.pseudo_labeler.select(probs)
             thresholds = self.pseudo_labeler.thresholds()
             stats = {"threshold_global": self.scalar(self.pseudo_labeler.global_threshold)}
