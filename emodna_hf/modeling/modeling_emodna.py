@@ -22,6 +22,14 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_emodna import EmoDnaConfig
+from .layers_emodna import (  # noqa: F401 - CorpusNormalization and the pooling classes were defined here
+    POOLING_CLASSES,
+    AttentiveStatisticsPooling,
+    CorpusNormalization,
+    MaskedMeanPooling,
+    WeightedLayerSum,
+    weight_dtype,
+)
 from .opensmile_emodna import OpenSmileBackbone
 from .tcn_emodna import TemporalConvBackbone
 
@@ -70,120 +78,6 @@ class _GradientReversal(torch.autograd.Function):
 def gradient_reversal(hidden_states: torch.Tensor, coefficient: float = 1.0) -> torch.Tensor:
     """Identity forwards; multiplies the gradient by `-coefficient` backwards (Ganin & Lempitsky, 2015)."""
     return _GradientReversal.apply(hidden_states, coefficient)
-
-
-class WeightedLayerSum(nn.Module):
-    """Softmax-weighted sum over backbone layers `(batch, layers, frames, hidden)` → `(batch, frames, hidden)`."""
-
-    def __init__(self, num_layers: int):
-        super().__init__()
-        self.layer_weights = nn.Parameter(torch.zeros(num_layers))
-
-    def forward(self, layers: torch.Tensor) -> torch.Tensor:
-        weights = torch.softmax(self.layer_weights, dim=0).to(layers.dtype)
-        return torch.einsum("l,bltd->btd", weights, layers)
-
-
-class MaskedMeanPooling(nn.Module):
-    """Mean over valid frames: `(batch, frames, hidden)`, mask `(batch, frames)` → `(batch, hidden)`."""
-
-    def __init__(self, hidden_size: int, config: EmoDnaConfig):
-        super().__init__()
-        self.output_size = hidden_size
-
-    def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-        weights = frame_mask.unsqueeze(-1).to(hidden_states.dtype)
-        return (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-
-
-class AttentiveStatisticsPooling(nn.Module):
-    """Attentive mean and standard deviation over valid frames (Okabe et al., 2018) → `(batch, 2 * hidden)`."""
-
-    def __init__(self, hidden_size: int, config: EmoDnaConfig):
-        super().__init__()
-        self.scorer = nn.Sequential(
-            nn.Linear(hidden_size, config.attention_hidden_size),
-            nn.Tanh(),
-            nn.Linear(config.attention_hidden_size, 1),
-        )
-        self.output_size = 2 * hidden_size
-
-    def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-        scores = self.scorer(hidden_states).squeeze(-1).masked_fill(~frame_mask, torch.finfo(hidden_states.dtype).min)
-        attention = torch.softmax(scores, dim=-1).unsqueeze(-1)
-        mean = (attention * hidden_states).sum(1)
-        variance = (attention * hidden_states.pow(2)).sum(1) - mean.pow(2)
-        return torch.cat([mean, torch.sqrt(variance.clamp(min=1e-5))], dim=-1)
-
-
-POOLING_CLASSES = {"mean": MaskedMeanPooling, "attentive_stats": AttentiveStatisticsPooling}
-
-
-class CorpusNormalization(nn.Module):
-    """Standardises pooled features with the statistics of their own corpus (AdaBN / domain-specific BN).
-
-    In training, the rows of each corpus in the batch are standardised with that corpus's batch mean and variance
-    (Chang et al., 2019), which aligns the first two moments of every corpus by construction, and each corpus's
-    running statistics are tracked (`running_mean`, `running_var`: `(num_corpora, features)`). In evaluation a row
-    is standardised with the running statistics of its corpus when `corpus_ids` are given (e.g. the held-out
-    source, judged under its own statistics), and with the **target**'s (`corpus_id == num_corpora - 1`) when they
-    are not, which is inference: the adapted model is meant for the target corpus (AdaBN, Li et al., 2016).
-
-    With `per_corpus=False` every row is standardised with the statistics of the *source* rows (all corpora but
-    the target), tracked in one row of running statistics: the classical source-fitted standardisation, for
-    baselines on features whose raw scales differ (openSMILE functionals).
-    """
-
-    def __init__(self, num_features: int, target_corpus_id: int, momentum: float = 0.1, eps: float = 1e-5,
-                 per_corpus: bool = True):
-        super().__init__()
-        self.target_corpus_id, self.momentum, self.eps = target_corpus_id, momentum, eps
-        self.per_corpus = per_corpus
-        groups = target_corpus_id + 1 if per_corpus else 1
-        self.register_buffer("running_mean", torch.zeros(groups, num_features))
-        self.register_buffer("running_var", torch.ones(groups, num_features))
-
-    def _groups(self, corpus_ids: torch.Tensor) -> torch.Tensor:
-        """One-hot `(batch, groups)` of the statistics each row is standardised with."""
-        if self.per_corpus:
-            return nn.functional.one_hot(corpus_ids, self.target_corpus_id + 1)
-        return (corpus_ids != self.target_corpus_id)[:, None]  # the source rows give everyone's statistics
-
-    def forward(self, features: torch.Tensor, corpus_ids: torch.Tensor | None = None) -> torch.Tensor:
-        if corpus_ids is not None:
-            corpus_ids = corpus_ids.to(features.device)
-        if not self.training:
-            if corpus_ids is None or not self.per_corpus:
-                row = -1 if self.per_corpus else 0
-                return (features - self.running_mean[row]) / torch.sqrt(self.running_var[row] + self.eps)
-            return (features - self.running_mean[corpus_ids]) / torch.sqrt(self.running_var[corpus_ids] + self.eps)
-        if corpus_ids is None:  # one corpus: plain batch statistics
-            corpus_ids = torch.full(features.shape[:1], self.target_corpus_id, device=features.device)
-        # Statistics in float32 whatever the autocast dtype: the running buffers are float32, and bf16 sums of
-        # squares lose the small variances that matter.
-        with torch.autocast(device_type=features.device.type, enabled=False):
-            return self._normalize_train(features.float(), corpus_ids).to(features.dtype)
-
-    def _normalize_train(self, features: torch.Tensor, corpus_ids: torch.Tensor) -> torch.Tensor:
-        # One-hot group statistics: every group in one pass, no Python loop over corpora or host sync.
-        groups = self._groups(corpus_ids).to(features.dtype)  # (B, G)
-        rows = groups.sum(0)
-        counts = rows.clamp(min=1.0)[:, None]
-        means = groups.T @ features / counts
-        # Two-pass variance: E[x^2] - E[x]^2 cancels badly in float32 when features have large means. (Rows
-        # outside every group, the target rows in source mode, are centred on 0 here but weigh 0 in the sum.)
-        variances = groups.T @ (features - groups @ means).pow(2) / counts
-        if self.per_corpus:
-            normalized = (features - groups @ means) / torch.sqrt(groups @ variances + self.eps)
-        else:
-            normalized = (features - means[0]) / torch.sqrt(variances[0] + self.eps)
-        with torch.no_grad():
-            # Groups with at least two rows in the batch move their running statistics (unbiased variance).
-            moving = (rows > 1).to(features.dtype)[:, None] * self.momentum
-            unbiased = variances * (rows / (rows - 1).clamp(min=1.0))[:, None]
-            self.running_mean.lerp_(means.detach(), moving)
-            self.running_var.lerp_(unbiased.detach(), moving)
-        return normalized
 
 
 def _mlp(input_size: int, hidden_size: int, output_size: int, dropout: float) -> nn.Sequential:
@@ -301,6 +195,8 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
         return self._ssl_layers(input_values, attention_mask)
 
     def _ssl_layers(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None):
+        # The encoder's first convolution takes the waveform in the weights' dtype (bfloat16 / float16 models).
+        input_values = input_values.to(self.backbone.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_backbone):
             outputs = self.backbone(input_values, attention_mask=attention_mask, output_hidden_states=True)
         # Pre-LayerNorm ("stable") encoders apply their final LayerNorm after the last collected hidden state;
@@ -319,7 +215,9 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
             raise ValueError("Pass exactly one of input_values (waveforms) and input_features (cached features).")
         if input_values is not None:
             input_values, attention_mask = self._check_waveform(input_values, attention_mask)
-            if not self.training:
+            if not self.training and not torch.compiler.is_exporting():
+                # (An exported graph cannot raise: these checks are host-side Python, skipped by torch.export
+                # and the ONNX exporter; emodna_hf.export documents that its callers check inputs themselves.)
                 self._refuse_unclassifiable(input_values, attention_mask)
             if self.config.uses_ssl_backbone:
                 return self._ssl_layers(input_values, attention_mask)
@@ -410,7 +308,9 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
         pooled = self.pooling(hidden_states, frame_mask)
         # The emotion branch sees corpus-normalised features; the corpus branch keeps the corpus information.
         emotion_input = pooled if self.corpus_normalization is None else self.corpus_normalization(pooled, corpus_ids)
-        emotion_embeddings = self.emotion_encoder(emotion_input)
+        # Pooling and normalisation statistics are float32 (layers_emodna); the encoders take their weights' dtype.
+        compute_dtype = weight_dtype(self.emotion_encoder)
+        emotion_embeddings = self.emotion_encoder(emotion_input.to(compute_dtype))
         logits = self.classifier(emotion_embeddings)
 
         loss = None
@@ -426,7 +326,7 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
 
         if not output_embeddings:
             return EmoDnaOutput(loss=loss, logits=logits)
-        corpus_embeddings = self.corpus_encoder(pooled)
+        corpus_embeddings = self.corpus_encoder(pooled.to(compute_dtype))
         return EmoDnaOutput(
             loss=loss,
             logits=logits,

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .layers_emodna import Float32Buffers, weight_dtype
+
 
 def mel_filterbank(n_fft: int, n_mels: int, sampling_rate: int, f_min: float, f_max: float) -> torch.Tensor:
     """HTK-style triangular mel filters, shape `(n_fft // 2 + 1, n_mels)`."""
@@ -44,11 +46,33 @@ def dct_matrix(n_mels: int, n_mfcc: int) -> torch.Tensor:
     return torch.tensor(basis, dtype=torch.float32)
 
 
-class MfccFrontEnd(nn.Module):
-    """Waveform `(batch, samples)` → MFCC (or log-mel) frames `(batch, frames, n_mfcc)` and a frame mask.
+def dft_basis(window: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """Windowed real DFT basis `(2 * (n_fft // 2 + 1), 1, n_fft)`: cosines, then negated sines, for `conv1d`.
+
+    The window (`win_length <= n_fft` samples) is centred in the `n_fft` frame, as `torch.stft` does. Angles are
+    reduced as `(k * n) mod n_fft` in integers first, so float32 cosines stay exact to rounding for every bin.
+    """
+    win_length = window.shape[0]
+    left = (n_fft - win_length) // 2
+    padded = nn.functional.pad(window.float(), (left, n_fft - win_length - left))
+    n = torch.arange(n_fft, device=window.device)
+    k = torch.arange(n_fft // 2 + 1, device=window.device)
+    angles = (k[:, None] * n[None, :] % n_fft).float() * (2 * math.pi / n_fft)
+    return torch.cat([torch.cos(angles) * padded, -torch.sin(angles) * padded]).unsqueeze(1)
+
+
+class MfccFrontEnd(Float32Buffers, nn.Module):
+    """Waveform `(batch, samples)` → float32 MFCC (or log-mel) frames `(batch, frames, n_mfcc)` and a frame mask.
 
     Frame `i` covers samples `[i * hop, i * hop + n_fft)`; only frames that lie wholly inside an utterance are valid,
     so padding never changes a valid frame. Optional cepstral mean normalisation over the valid frames.
+
+    The power spectrum is a strided `conv1d` with a windowed DFT basis (real arithmetic: ONNX and torch.export
+    have no complex STFT). Its MFCCs equal those of `torch.stft(center=False)` to float32 rounding (2e-5 on
+    coefficients of magnitude 20-70, the same as either's distance to a float64 reference), so models saved with
+    the former `torch.stft` front end keep their outputs. Everything here runs in float32, and the window and
+    filterbanks stay float32 under a half-precision model ([`Float32Buffers`]): log-energies of a bfloat16
+    spectrum would lose the quiet bands.
     """
 
     def __init__(self, config):
@@ -61,8 +85,9 @@ class MfccFrontEnd(nn.Module):
         self.mean_normalize = config.cepstral_mean_normalization
         f_max = config.f_max or config.sampling_rate / 2
         # Persistent buffers: from_pretrained builds modules on the meta device, so anything computed in __init__
-        # must also be restorable from the checkpoint.
-        self.register_buffer("window", torch.hann_window(self.win_length))
+        # must also be restorable from the checkpoint. (The DFT basis is derived from the window in forward: a
+        # new buffer would be missing from checkpoints saved before it existed.)
+        self.register_buffer("window", torch.hann_window(self.win_length, dtype=torch.float32))
         self.register_buffer(
             "mel_filters", mel_filterbank(self.n_fft, config.n_mels, config.sampling_rate, config.f_min, f_max)
         )
@@ -80,19 +105,16 @@ class MfccFrontEnd(nn.Module):
         lengths = (
             attention_mask.sum(-1) if attention_mask is not None else torch.full((batch,), num_samples)
         ).to(input_values.device)
-        spectrum = torch.stft(
-            input_values.float(),
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            win_length=self.win_length,
-            window=self.window,
-            center=False,
-            return_complex=True,
-        )  # (batch, freq, frames)
-        power = spectrum.abs().pow(2).transpose(1, 2)
-        features = torch.log(power @ self.mel_filters + 1e-6)
-        if self.dct is not None:
-            features = features @ self.dct
+        # Float32 whatever the model's dtype (autocast would run the conv and matmuls in bfloat16).
+        with torch.autocast(device_type=input_values.device.type, enabled=False):
+            spectrum = nn.functional.conv1d(
+                input_values.float().unsqueeze(1), dft_basis(self.window, self.n_fft), stride=self.hop_length
+            )  # (batch, 2 * freq, frames): real parts, then imaginary parts
+            real, imaginary = spectrum.chunk(2, dim=1)
+            power = (real.pow(2) + imaginary.pow(2)).transpose(1, 2)
+            features = torch.log(power @ self.mel_filters.float() + 1e-6)
+            if self.dct is not None:
+                features = features @ self.dct.float()
         frame_mask = torch.arange(features.shape[1], device=features.device)[None, :] < self.num_frames(lengths)[:, None]
         if self.mean_normalize:
             weights = frame_mask.unsqueeze(-1).to(features.dtype)
@@ -166,7 +188,7 @@ class TemporalConvBackbone(nn.Module):
 
     def encode_features(self, features: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         """Front-end frames `(batch, frames, n_features)` → block outputs `(batch, num_blocks, frames, hidden)`."""
-        hidden = self.input_projection(features.transpose(1, 2))
+        hidden = self.input_projection(features.transpose(1, 2).to(weight_dtype(self.input_projection)))
         forward_states = hidden
         backward_states = reverse_within_length(hidden, frame_mask)
         layers = []
