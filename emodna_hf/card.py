@@ -13,6 +13,7 @@ from .arguments import _HUB_ID, ModelArguments
 from .data import CorpusSpec
 from .modeling import EmoDnaConfig
 from .objectives import objective_class
+from .selection import CRITERIA
 
 if TYPE_CHECKING:
     from .trainer import EmoDnaTrainer, EmoDnaTrainingArguments
@@ -155,6 +156,9 @@ def card_info(record: dict[str, Any], corpora: dict[str, dict], model, model_arg
              "with speaker-free results, and pipeline() on raw audio does not apply it"),
         ) if record["config"]["data_args"].get(flag)],
         "embedding_analysis": record.get("embedding_analysis"),
+        "selection": [dict(name=name, value=value, greater_is_better=CRITERIA[name][0], description=CRITERIA[name][1])
+                      for name, value in record.get("selection", {}).items() if name in CRITERIA and value is not None],
+        "best_checkpoint": record.get("selection", {}).get("best_checkpoint"),
         "files": files,
         "sampling_rate": config.sampling_rate,
         "reproduce_command": command or "# run_experiment(...) with the configuration recorded in metrics.json",

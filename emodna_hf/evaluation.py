@@ -17,22 +17,8 @@ from .arguments import EvaluationArguments
 from .card import corpus_info, versions
 from .data import SCHEMES, load_corpus
 from .preparation import normalize_waveforms
-from .trainer import EmoDnaTrainer, EmoDnaTrainingArguments
-
-# Outputs not gathered at prediction time: the logits and both embeddings are what reports need.
-_PREDICTION_IGNORE_KEYS = ["emotion_projections", "corpus_projections", "domain_logits", "corpus_logits"]
-
-
-class _WithEmbeddings:
-    """Collator wrapper that asks the model for its embeddings (`output_embeddings=True`) in every batch."""
-
-    def __init__(self, collator):
-        self.collator = collator
-
-    def __call__(self, examples):
-        batch = self.collator(examples)
-        batch["output_embeddings"] = True
-        return batch
+from .selection import label_free_criteria
+from .trainer import PREDICTION_IGNORE_KEYS, EmoDnaTrainer, EmoDnaTrainingArguments, WithEmbeddings
 
 
 @dataclass
@@ -47,6 +33,7 @@ class Evaluation:
     emotion_embeddings: np.ndarray
     corpus_embeddings: np.ndarray
     confusion_matrix: np.ndarray
+    logits: np.ndarray | None = None
 
 
 def predict_with_embeddings(trainer: EmoDnaTrainer, dataset: Dataset, name: str,
@@ -55,9 +42,9 @@ def predict_with_embeddings(trainer: EmoDnaTrainer, dataset: Dataset, name: str,
     from .metrics import confusion_matrix
 
     collator = trainer.data_collator
-    trainer.data_collator = _WithEmbeddings(collator)
+    trainer.data_collator = WithEmbeddings(collator)
     try:
-        output = trainer.predict(dataset, ignore_keys=_PREDICTION_IGNORE_KEYS, metric_key_prefix=f"eval_{name}")
+        output = trainer.predict(dataset, ignore_keys=PREDICTION_IGNORE_KEYS, metric_key_prefix=f"eval_{name}")
     finally:
         trainer.data_collator = collator
     logits, emotion_embeddings, corpus_embeddings = output.predictions
@@ -87,7 +74,19 @@ def predict_with_embeddings(trainer: EmoDnaTrainer, dataset: Dataset, name: str,
         emotion_embeddings=np.asarray(emotion_embeddings),
         corpus_embeddings=np.asarray(corpus_embeddings),
         confusion_matrix=confusion_matrix(predictions, labels, len(label_names)) if metrics["labelled"] else None,
+        logits=logits,
     )
+
+
+def selection_criteria(target: Evaluation, source: Evaluation | None, seed: int = 0) -> dict[str, float]:
+    """The label-free model-selection criteria of the final model (`emodna_hf.selection`), as logged at every
+    evaluation during training: the held-out source metrics and the criteria computed from the outputs."""
+    criteria = label_free_criteria(
+        target.logits, target.emotion_embeddings,
+        *((source.logits, source.labels, source.emotion_embeddings) if source is not None else ()), seed=seed)
+    if source is not None and source.metrics.get("labelled"):
+        criteria = {"source_uar": source.metrics["uar"], "source_loss": source.metrics["loss"], **criteria}
+    return criteria
 
 
 def _projection_sample(evaluations: list[Evaluation], max_per_corpus: int, seed: int) -> dict[str, np.ndarray]:

@@ -7,7 +7,8 @@
 here.
 
 Protocol: the target's labels are never read in training and never used for model selection or early stopping
-(`metric_for_best_model` may only name a *source* metric). Target results are transductive: the model is
+(`metric_for_best_model` may only name a held-out *source* metric or a label-free criterion of
+`emodna_hf.selection`). Target results are transductive: the model is
 evaluated on the unlabelled target utterances it adapted to.
 """
 
@@ -15,14 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from . import hub, reporting
+from . import hub, reporting, selection
 from .arguments import (  # noqa: F401 (re-exported)
     _CONFIG_DEFAULTS,
     DataArguments,
@@ -39,6 +39,7 @@ from .evaluation import (  # noqa: F401 (re-exported)
     evaluate_model,
     predict_with_embeddings,
     scheme_of,
+    selection_criteria,
     summary_metrics,
     write_plots,
 )
@@ -97,19 +98,8 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
 
 
 def check_model_selection(training_args: EmoDnaTrainingArguments) -> None:
-    """Refuse target-label model selection: in UDA the target labels are unknown at training time."""
-    metric = training_args.metric_for_best_model
-    if not (training_args.load_best_model_at_end or metric):
-        return
-    if metric and re.match(r"^(eval_)?source_", metric):
-        return
-    raise ValueError(
-        f"metric_for_best_model={metric!r}"
-        + (" with load_best_model_at_end" if training_args.load_best_model_at_end else "")
-        + ": model selection and early stopping may only use held-out SOURCE metrics (e.g. 'source_uar'); "
-        "target labels are unknown in unsupervised domain adaptation and using them would inflate the target "
-        "results. Use metric_for_best_model='source_uar', or train for a fixed budget."
-    )
+    """Refuse target-label model selection (see `emodna_hf.selection.check_model_selection`)."""
+    selection.check_model_selection(training_args.metric_for_best_model, training_args.load_best_model_at_end)
 
 
 def run_experiment(
@@ -214,6 +204,13 @@ def run_experiment(
     }
     if "source" in by_name:
         record["source"] = dict(summary_metrics(by_name["source"]), corpus=" + ".join(s.name for s in sources))
+    # What a user without target labels can judge the model by (emodna_hf.selection; docs/benchmarks.md).
+    record["selection"] = selection_criteria(by_name["target"], by_name.get("source"), seed=args.seed)
+    if training_args.metric_for_best_model:
+        record["selection"]["best_checkpoint"] = {
+            "metric": training_args.metric_for_best_model, "value": trainer.state.best_metric,
+            "checkpoint": trainer.state.best_model_checkpoint,
+            "loaded": bool(training_args.load_best_model_at_end and trainer.state.best_model_checkpoint)}
     record["train"] = {
         "runtime_s": train_metrics.get("train_runtime"), "loss": train_metrics.get("train_loss"),
         "steps": train_result.global_step, "epochs": train_metrics.get("epoch"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,16 +22,31 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from transformers import Trainer, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, speed_metrics
 
 from .data.collator import UDADataCollator
 from .losses import grl_coefficient
 from .metrics import make_compute_metrics
 from .modeling import EmoDnaConfig
 from .objectives import ObjectiveBatch, build_objective
+from .selection import label_free_criteria
 
 PSEUDO_LABELER_STATE = "pseudo_labeler.safetensors"
 MODEL_INPUT_COLUMNS = ("input_values", "input_features", "labels", "corpus_id")
+# Outputs not gathered at evaluation: the logits and both embeddings are what metrics, criteria and reports need.
+PREDICTION_IGNORE_KEYS = ["emotion_projections", "corpus_projections", "domain_logits", "corpus_logits"]
+
+
+class WithEmbeddings:
+    """Collator wrapper that asks the model for its embeddings (`output_embeddings=True`) in every batch."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, examples):
+        batch = self.collator(examples)
+        batch["output_embeddings"] = True
+        return batch
 
 
 @dataclass
@@ -146,7 +162,10 @@ class EmoDnaTrainer(Trainer):
         target_dataset: the unlabelled target `Dataset` (`corpus_id == num_corpora - 1`). A `labels` column, if
             present, is dropped before training.
         eval_dataset: e.g. `{"target": ..., "source": ...}`; metrics are UAR, WAR, macro-F1 and per-class recall,
-            prefixed `eval_target_`, `eval_source_`.
+            prefixed `eval_target_`, `eval_source_` (target ones only where the target is labelled, for scoring).
+            With a `"target"` set, every evaluation also computes the label-free model-selection criteria of
+            `emodna_hf.selection` (`eval_target_im`, `eval_target_snd`, `eval_target_snd_embeddings`, and
+            `eval_dev_loss`, `eval_iwv_loss` with a `"source"` set), which `metric_for_best_model` may name.
         eval_corpus_statistics: in evaluation, give the model each row's `corpus_id`, so that corpus
             normalisation standardises held-out source rows with their own corpus's statistics (the source UAR then
             measures the source task, a label-free signal for the target). `False` when the ids do not follow the
@@ -226,6 +245,50 @@ class EmoDnaTrainer(Trainer):
 
     def get_test_dataloader(self, test_dataset: Dataset) -> DataLoader:
         return super().get_test_dataloader(self._get_eval_dataset_columns(test_dataset))
+
+    # --- evaluation: metrics of every set, then the label-free criteria across sets --------------------------------
+
+    def evaluate(self, eval_dataset: Dataset | dict[str, Dataset] | None = None, ignore_keys: list[str] | None = None,
+                 metric_key_prefix: str = "eval") -> dict[str, float]:
+        """`Trainer.evaluate`, plus, when the sets include `"target"`, the label-free selection criteria.
+
+        The sets are evaluated one after the other (one `evaluation_loop` each, embeddings included) and logged
+        together, so that `on_evaluate` callbacks (best-model tracking, early stopping) see every metric at once.
+        The criteria read the target's logits and embeddings and the held-out source's logits, labels and
+        embeddings; target labels, where present, only give the `eval_target_uar`-style scores.
+        """
+        sets = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if not (isinstance(sets, dict) and "target" in sets):
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        self._memory_tracker.start()
+        started = time.time()
+        metrics: dict[str, float] = {}
+        outputs = {}
+        collator = self.data_collator
+        self.data_collator = WithEmbeddings(collator)
+        try:
+            for name, dataset in sets.items():
+                output = self.evaluation_loop(
+                    self.get_eval_dataloader(dataset), description=f"Evaluation ({name})",
+                    prediction_loss_only=False, ignore_keys=PREDICTION_IGNORE_KEYS,
+                    metric_key_prefix=f"{metric_key_prefix}_{name}",
+                )
+                metrics.update(output.metrics)
+                outputs[name] = output
+        finally:
+            self.data_collator = collator
+        target, source = outputs["target"], outputs.get("source")
+        criteria = label_free_criteria(
+            target.predictions[0], target.predictions[1],
+            *((source.predictions[0], source.label_ids, source.predictions[1]) if source is not None else ()),
+            seed=self.args.seed,
+        )
+        metrics.update({f"{metric_key_prefix}_{name}": value for name, value in criteria.items()})
+        metrics.update(speed_metrics(metric_key_prefix, started, num_samples=sum(o.num_samples for o in outputs.values())))
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        self._memory_tracker.stop_and_update_metrics(metrics)
+        return metrics
 
     # --- loss -----------------------------------------------------------------------------------------------------
 
