@@ -385,9 +385,14 @@ class DataArguments:
     split_seed: int = field(default=0, metadata={"help": "Seed of the source train/eval split (kept across runs)."})
     on_bad_audio: str = field(default="raise", metadata={"help": "'raise' or 'skip' unreadable audio files."})
     audio_cache_dir: str | None = field(
-        default=None, metadata={"help": "Cache decoded audio of local sources here (Hub datasets use their cache)."}
+        default="auto",
+        metadata={"help": "Folder for the Arrow files of decoded audio, normalised waveforms and cached features "
+                  "(memory-mapped: memory stays flat in corpus size; a second run reuses them). 'auto': "
+                  "$EMODNA_HF_CACHE or <HF datasets cache>/emodna_hf; 'none': keep everything in memory."},
     )
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for decoding."})
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Worker processes for decoding, normalising and feature caching "
+                                "(Dataset.map num_proc)."})
     max_samples_per_split: int | None = field(
         default=None,
         metadata={"help": "Debugging: keep at most this many random utterances of each split (the target's "

@@ -4,6 +4,7 @@ feature extractor does at inference, backbone features cached (and optionally st
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ from datasets import Dataset
 
 from .arguments import DataArguments
 from .data import UDAData, build_uda_data
+from .data.storage import fingerprint, map_to_disk, resolve_cache_dir
 from .modeling import EmoDnaForAudioClassification
 
 
@@ -51,13 +53,28 @@ def _normalize_batch(batch: dict[str, Any], feature_extractor) -> dict[str, Any]
     return {"input_values": [np.asarray(v, dtype=np.float32) for v in values["input_values"]]}
 
 
-def normalize_waveforms(dataset: Dataset, feature_extractor, desc: str) -> Dataset:
-    """Apply the saved feature extractor's waveform normalisation, so training sees what the pipeline feeds."""
+def normalize_waveforms(dataset: Dataset, feature_extractor, desc: str, *,
+                        cache_dir: str | os.PathLike | None = None, num_proc: int | None = None) -> Dataset:
+    """Apply the saved feature extractor's waveform normalisation, so training sees what the pipeline feeds.
+
+    With a `cache_dir` the normalised waveforms are written there in Arrow files, shard by shard
+    (`emodna_hf.data.storage.map_to_disk`), named by the dataset's fingerprint and the feature extractor's
+    settings; `num_proc` worker processes share each shard.
+    """
     if not len(dataset) or not getattr(feature_extractor, "do_normalize", False):
         return dataset
-    return dataset.with_format("numpy", columns=["input_values"], output_all_columns=True).map(
-        _normalize_batch, batched=True, batch_size=64, fn_kwargs={"feature_extractor": feature_extractor},
+    folder = resolve_cache_dir(cache_dir) if cache_dir is not None else None
+    return map_to_disk(
+        dataset.with_format("numpy", columns=["input_values"], output_all_columns=True),
+        _normalize_batch,
+        cache_dir=folder,
+        name="normalised",
+        key=fingerprint(dataset._fingerprint, feature_extractor.to_json_string()) if folder is not None else "",
         desc=desc,
+        num_proc=num_proc,
+        batched=True,
+        batch_size=64,
+        fn_kwargs={"feature_extractor": feature_extractor},
     ).with_format(None)
 
 
@@ -74,9 +91,12 @@ def prepare_inputs(data: UDAData, model: EmoDnaForAudioClassification, feature_e
     from .data import cache_features as compute_cached_features
     from .data import standardize_per_speaker
 
-    source_train = normalize_waveforms(data.source_train, feature_extractor, "Normalising source (train)")
-    source_eval = normalize_waveforms(data.source_eval, feature_extractor, "Normalising source (eval)")
-    target_eval = normalize_waveforms(data.target_eval, feature_extractor, "Normalising target")
+    # Every pass writes Arrow files to the data's cache folder (memory stays flat in corpus size; a second run
+    # reuses them), with the data's worker processes.
+    disk = {"cache_dir": data.cache_dir, "num_proc": data.num_proc}
+    source_train = normalize_waveforms(data.source_train, feature_extractor, "Normalising source (train)", **disk)
+    source_eval = normalize_waveforms(data.source_eval, feature_extractor, "Normalising source (eval)", **disk)
+    target_eval = normalize_waveforms(data.target_eval, feature_extractor, "Normalising target", **disk)
     config = model.config
     cacheable = not config.uses_ssl_backbone or config.freeze_backbone
     if cache_features and not cacheable:
@@ -84,7 +104,7 @@ def prepare_inputs(data: UDAData, model: EmoDnaForAudioClassification, feature_e
     cached = cacheable if cache_features is None else bool(cache_features)
     if cached:
         source_train, source_eval, target_eval = (
-            compute_cached_features(ds, model, batch_size=batch_size) if len(ds) else ds
+            compute_cached_features(ds, model, batch_size=batch_size, **disk) if len(ds) else ds
             for ds in (source_train, source_eval, target_eval)
         )
     if speaker_normalization:

@@ -11,6 +11,7 @@ import soundfile as sf
 from datasets import Audio, ClassLabel, Dataset, DatasetDict
 
 import emodna_hf.data.loading as loading
+import emodna_hf.data.sources as sources
 from emodna_hf.data import AudioDecodeError, CorpusSpec, load_corpus, output_features
 
 # (relative path, emotion, speaker, rate, channels, format, tone Hz)
@@ -133,7 +134,7 @@ def test_hub_dataset_via_load_dataset(folder, monkeypatch):
         calls.append((path, name, split, kwargs))
         return audio_dataset(folder)
 
-    monkeypatch.setattr(loading, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(sources, "load_dataset", fake_load_dataset)
     spec = CorpusSpec(
         "c",
         "someone/ser-corpus",

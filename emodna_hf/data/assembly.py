@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, Value, concatenate_datasets
@@ -12,6 +13,7 @@ from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from .labels import SCHEMES, column_values
 from .loading import CorpusSpec, load_corpus
+from .storage import resolve_cache_dir
 
 
 @dataclass
@@ -27,6 +29,8 @@ class UDAData:
         label_names: the scheme's class names (label ids follow this order).
         corpus_names: source corpus names then the target's, indexed by `corpus_id`.
         reports: the per-corpus loading reports of `load_corpus`, plus the split report under `"split"`.
+        cache_dir: the folder of the Arrow cache files (None: in memory); later passes (`prepare_inputs`) use it.
+        num_proc: worker processes for those passes.
     """
 
     source_train: Dataset
@@ -36,6 +40,8 @@ class UDAData:
     label_names: list[str]
     corpus_names: list[str]
     reports: dict[str, dict] = field(default_factory=dict)
+    cache_dir: Path | None = None
+    num_proc: int | None = None
 
     @property
     def target_labelled(self) -> bool:
@@ -61,6 +67,9 @@ def build_uda_data(
     Rows of known speakers are split by speaker (`StratifiedGroupKFold`: no speaker on both sides, class
     balance kept as far as whole speakers allow); rows of unknown speakers get a stratified random split. The
     eval share is approximately `source_eval_fraction` (one fold of `round(1 / fraction)` speaker folds).
+
+    `cache_dir`: where decoded audio (and, later, `prepare_inputs`'s waveforms and features) are written as Arrow
+    files (`"auto"`: `storage.default_cache_dir()`); None keeps local corpora in memory.
     """
     if not 0.0 <= source_eval_fraction < 1.0:
         raise ValueError(f"source_eval_fraction must be in [0, 1), got {source_eval_fraction}")
@@ -95,6 +104,8 @@ def build_uda_data(
         label_names=list(SCHEMES[scheme]),
         corpus_names=corpus_names,
         reports=reports,
+        cache_dir=resolve_cache_dir(cache_dir) if cache_dir is not None else None,
+        num_proc=num_proc,
     )
 
 

@@ -7,6 +7,8 @@ the cached column skips that work at every epoch and gives the same logits (`UDA
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 from collections import OrderedDict
 
 import numpy as np
@@ -14,6 +16,7 @@ import torch
 from datasets import Array2D, Dataset, List, Value
 
 from .collator import UDADataCollator
+from .storage import CACHE_FORMAT, map_to_disk, resolve_cache_dir
 
 # Config fields that decide what the cached part computes (the heads' and the method's fields do not).
 _CACHED_PART_FIELDS = (
@@ -28,7 +31,13 @@ _MEMO_SIZE = 16
 
 
 def cache_features(
-    dataset: Dataset, model, *, batch_size: int = 16, keep_input_values: bool = False
+    dataset: Dataset,
+    model,
+    *,
+    batch_size: int = 16,
+    keep_input_values: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    num_proc: int | None = None,
 ) -> Dataset:
     """Add `input_features` = `model.compute_cacheable_features(input_values)` to every row.
 
@@ -36,6 +45,11 @@ def cache_features(
     `Array2D`), `(layers, frames, hidden)` for SSL backbones (nested lists). `input_values` is dropped unless
     `keep_input_values`, because the collator prefers waveforms when both are present. The model runs in eval
     mode on its own device, without gradients, and is returned to its previous mode.
+
+    With a `cache_dir` (`"auto"`: `storage.default_cache_dir()`) the features are written there in Arrow files,
+    shard by shard, named by a fingerprint of the dataset, the cached part's config and weights: a second run
+    reads them. `num_proc` worker processes share each shard (CPU models only: a CUDA context does not survive
+    the fork).
     """
     fingerprint = _fingerprint(dataset, model, keep_input_values)
     if fingerprint in _MEMO:
@@ -55,20 +69,20 @@ def cache_features(
         remove = [] if keep_input_values else ["input_values"]
         for name in remove:
             del features[name]
-        cached = (
-            dataset.with_format("numpy", columns=["input_values"], output_all_columns=True)
-            .map(
-                lambda batch: {"input_features": _compute(model, list(batch["input_values"]), device)},
-                batched=True,
-                batch_size=batch_size,
-                remove_columns=remove,
-                features=features,
-                # Hashing the closure would pickle the whole model; the config and weights identify the work.
-                new_fingerprint=fingerprint,
-                desc="Caching backbone features",
-            )
-            .with_format(None)
-        )
+        cached = map_to_disk(
+            dataset.with_format("numpy", columns=["input_values"], output_all_columns=True),
+            lambda batch: {"input_features": _compute(model, list(batch["input_values"]), device)},
+            cache_dir=resolve_cache_dir(cache_dir) if cache_dir is not None else None,
+            name="features",
+            # Hashing the closure would pickle the whole model; the config and weights identify the work.
+            key=fingerprint,
+            desc="Caching backbone features",
+            num_proc=num_proc if device.type == "cpu" else None,
+            batched=True,
+            batch_size=batch_size,
+            remove_columns=remove,
+            features=features,
+        ).with_format(None)
         _MEMO[fingerprint] = cached
         if len(_MEMO) > _MEMO_SIZE:
             _MEMO.popitem(last=False)
@@ -91,7 +105,9 @@ def _compute(model, waves: list[np.ndarray], device: torch.device) -> list[np.nd
 
 
 def _fingerprint(dataset: Dataset, model, keep_input_values: bool) -> str:
-    digest = hashlib.sha1(f"{dataset._fingerprint}{keep_input_values}".encode())
+    # The package versions: openSMILE's functionals and torch's MFCC kernels may change between releases.
+    versions = [getattr(sys.modules.get(name), "__version__", None) for name in ("opensmile", "torch")]
+    digest = hashlib.sha1(f"{dataset._fingerprint}{keep_input_values}{versions}{CACHE_FORMAT}".encode())
     config = model.config.to_dict()
     digest.update(repr([(name, config.get(name)) for name in _CACHED_PART_FIELDS]).encode())
     # Only the cached part's weights and buffers: the freshly initialised heads must not invalidate a cache.

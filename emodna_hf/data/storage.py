@@ -1,0 +1,122 @@
+"""Arrow files on disk for every pass over audio: memory that does not grow with the corpus.
+
+Every pass that reads or writes waveforms (decoding, waveform normalisation, feature caching) is a `Dataset.map`
+whose output is an Arrow file in a cache folder, named by a fingerprint of its input and settings, so that a
+second run with the same corpora and settings reads the files instead of recomputing them. Datasets read from
+such files are memory-mapped: the operating system, not the process, holds their bytes.
+
+One subtlety decides whether memory stays flat: pages of a memory-mapped file that a pass has read count in the
+process's resident set (RSS) for as long as the file stays mapped, so one `map` over a whole decoded corpus
+leaves the whole corpus resident. `map_to_disk` therefore processes a dataset in shards of `shard_rows` rows,
+each read through its own, fresh memory map (a pickle round trip, which is also how `datasets` hands shards to
+`num_proc` workers) that is released when the shard is done: at most one shard's pages are resident at a time.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import math
+import os
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, concatenate_datasets
+from datasets import config as datasets_config
+
+# `cache_dir` values that keep every pass in memory (the behaviour before the disk cache; small corpora, tests).
+IN_MEMORY = ("none", "memory")
+# Rows per shard: bounds what one pass keeps resident (1000 utterances of 8 s at 16 kHz are 0.5 GB of float32).
+SHARD_ROWS = 1000
+# Bumped when a pass's output changes for the same inputs and settings (invalidates every cached file).
+CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    """`$EMODNA_HF_CACHE`, else `emodna_hf/` in the 🤗 datasets cache (`$HF_DATASETS_CACHE`)."""
+    return Path(os.environ.get("EMODNA_HF_CACHE") or Path(datasets_config.HF_DATASETS_CACHE) / "emodna_hf")
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path | None:
+    """The folder for Arrow cache files: `None` or `"auto"` → `default_cache_dir()`; `"none"` → in memory."""
+    if cache_dir is None or str(cache_dir) == "auto":
+        return default_cache_dir()
+    if str(cache_dir).lower() in IN_MEMORY:
+        return None
+    return Path(cache_dir)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of `parts` (their `repr`) and the cache format."""
+    digest = hashlib.sha1(repr((CACHE_FORMAT, *parts)).encode())
+    return digest.hexdigest()[:16]
+
+
+def _reopened(dataset: Dataset) -> Dataset:
+    """The same rows through a fresh memory map of the same files: its resident pages go when it is dropped.
+
+    A memory-mapped `Dataset` pickles as its file names and the operations replayed on them (no data), so the
+    round trip costs a file open. In-memory tables would be copied: those are returned as they are.
+    """
+    if not dataset.cache_files:
+        return dataset
+    return pickle.loads(pickle.dumps(dataset))
+
+
+def map_to_disk(
+    dataset: Dataset,
+    function: Callable,
+    *,
+    cache_dir: Path | None,
+    name: str,
+    key: str,
+    desc: str,
+    shard_rows: int = SHARD_ROWS,
+    num_proc: int | None = None,
+    **map_kwargs: Any,
+) -> Dataset:
+    """`dataset.map(function, **map_kwargs)` written to `cache_dir/<name>-<key>-<shard>-of-<shards>.arrow`.
+
+    Args:
+        cache_dir: the folder (see `resolve_cache_dir`); `None` maps in memory, in one pass, as `Dataset.map` does
+            for an in-memory dataset.
+        name: a readable prefix of the file names (corpus and pass).
+        key: the fingerprint of the input and every setting that changes the output: equal keys reuse the files
+            (in memory, the result's fingerprint; "" lets `datasets` hash the function and its arguments).
+        shard_rows: rows per shard (see the module docstring); each shard is one file.
+        num_proc: worker processes per shard (`Dataset.map(num_proc=...)`); the shard is split between them.
+        map_kwargs: the other `Dataset.map` arguments (`batched`, `batch_size`, `features`, `fn_kwargs`, ...).
+
+    Returns:
+        The mapped dataset, memory-mapped from its files (a concatenation of the shards' datasets).
+    """
+    if cache_dir is None or not len(dataset):
+        return dataset.map(function, num_proc=_workers(num_proc, len(dataset)), desc=desc,
+                           new_fingerprint=key or None, **map_kwargs)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    shards = max(1, math.ceil(len(dataset) / shard_rows))
+    parts = []
+    for index in range(shards):
+        shard = _reopened(dataset.select(range(index * shard_rows, min(len(dataset), (index + 1) * shard_rows))))
+        parts.append(
+            shard.map(
+                function,
+                cache_file_name=str(cache_dir / f"{name}-{key}-{index:05d}-of-{shards:05d}.arrow"),
+                new_fingerprint=f"{key}-{index}-{shards}",
+                num_proc=_workers(num_proc, len(shard)),
+                desc=desc if shards == 1 else f"{desc} [{index + 1}/{shards}]",
+                **map_kwargs,
+            )
+        )
+        del shard
+        gc.collect()  # a dataset can sit in a reference cycle: unmap its pages now, not at some later collection
+    return parts[0] if shards == 1 else concatenate_datasets(parts)
+
+
+def _workers(num_proc: int | None, rows: int) -> int | None:
+    """`num_proc` as `Dataset.map` accepts it: no more workers than rows, none for one."""
+    if not num_proc or num_proc <= 1 or rows <= 1:
+        return None
+    return min(num_proc, rows)
