@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -54,3 +55,25 @@ def test_classical_baselines_on_small_corpora():
     assert records["egemaps_lr_corpus"]["target"] != records["egemaps_lr_source"]["target"]
     speaker = classical.run_classical("egemaps_lr_corpus", data, 16000, speaker_normalization=True)
     assert speaker["target"] != records["egemaps_lr_corpus"]["target"]
+
+
+def test_model_selection_analysis_on_known_candidates():
+    import model_selection
+
+    def point(method, step, uar, im, final=False, direction=("a", "b")):
+        return {"method": method, "source": direction[0], "target": direction[1], "seed": 0, "step": step,
+                "target_uar": uar, "target_im": im, "source_uar": 0.9, "final": final}
+
+    points = [point("emodna", 1, 0.60, 0.2), point("emodna", 2, 0.80, 0.9, final=True),
+              point("dann", 1, 0.50, 0.1), point("dann", 2, 0.70, 1.0, final=True)]
+    row = model_selection.analyse(points)["target_im"]
+    # target_im ranks 0.7 > 0.8 > 0.6 > 0.5 by criterion (dann-2, emodna-2, emodna-1, dann-1): ρ = 0.8.
+    assert row["spearman"] == pytest.approx(0.8)
+    assert row["picked_uar"] == pytest.approx(0.70) and row["oracle_uar"] == pytest.approx(0.80)
+    assert row["selection_gap"] == pytest.approx(0.10) and row["median_uar"] == pytest.approx(0.65)
+    assert row["default_uar"] == pytest.approx(0.80)  # emodna at the end of its budget
+    assert row["method_choice_uar"] == pytest.approx(0.70) and row["method_oracle_uar"] == pytest.approx(0.80)
+    assert row["checkpoint_choice_gain"] == pytest.approx(0.0)  # both runs' best checkpoint is their last
+    # A constant criterion cannot rank: ρ is undefined, and the pick is the first candidate.
+    assert np.isnan(model_selection.analyse(points)["source_uar"]["spearman"])
+    assert "| `target_im` | higher | +0.80 | 70.0 | 10.0 |" in model_selection.report(points, ["test"])
