@@ -185,7 +185,10 @@ def evaluate_model(eval_args: EvaluationArguments) -> dict[str, Any]:
         "scheme": scheme,
         "label_names": label_names,
         "trained_on": getattr(model.config, "corpus_names", None),
-        "corpora": {e.name: summary_metrics(e) for e in evaluations},
+        # Label-free criteria of each corpus as a target (emodna_hf.selection): comparable across models on an
+        # unlabelled corpus.
+        "corpora": {e.name: dict(summary_metrics(e), selection=label_free_criteria(e.logits, e.emotion_embeddings))
+                    for e in evaluations},
         "data": {spec.name: {k: v for k, v in corpus_info(spec, reports[spec.name]).items()
                              if k in ("source_kind", "n", "classes", "dropped", "mapping")} for spec in specs},
         "config": dataclasses.asdict(eval_args),

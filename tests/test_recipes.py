@@ -158,6 +158,9 @@ def test_evaluate_recipe_on_another_corpus(trained_run):
     trained = json.loads((output / "metrics.json").read_text())["target"]
     assert metrics["corpora"]["synth-b"]["uar"] == pytest.approx(trained["uar"])
     assert metrics["corpora"]["synth-b"]["confusion_matrix"] == trained["confusion_matrix"]
+    trained_selection = json.loads((output / "metrics.json").read_text())["selection"]
+    for criterion in ("target_im", "target_snd", "target_snd_embeddings"):  # label-free, the same outputs
+        assert metrics["corpora"]["synth-b"]["selection"][criterion] == pytest.approx(trained_selection[criterion])
     assert (evaluation / "eval_synth-c+synth-b_confusion_matrix.png").stat().st_size > 10_000
     assert (evaluation / "eval_synth-c+synth-b_embeddings.png").stat().st_size > 10_000
     for name, content in training_files.items():
