@@ -133,6 +133,18 @@ def test_corpus_facts():
     assert model_card.corpus_facts("my-corpus") == {"language": "", "style": "", "title": ""}
 
 
+def test_one_registry_of_known_corpora():
+    from emodna_hf.data.labels import CORPUS_FACTS, CORPUS_LABEL_MAPS, get_label_map, known_corpus
+
+    assert set(CORPUS_FACTS) == set(CORPUS_LABEL_MAPS)  # every corpus with a label map has card facts
+    for alias, key in (("Berlin", "emodb"), ("eNTERFACE", "enterface05"), ("cremad", "crema-d"),
+                       ("MSP_Podcast", "msp-podcast"), ("synth-en", "synthetic")):
+        assert known_corpus(alias) == key
+        assert get_label_map(alias) == CORPUS_LABEL_MAPS[key]
+        assert model_card.corpus_facts(alias) == CORPUS_FACTS[key]
+    assert known_corpus("my-corpus") is None
+
+
 @pytest.mark.slow
 def test_a_wheel_install_ships_the_card_template(tmp_path):
     """A non-editable install must find the template inside the package (no repository next to it)."""
