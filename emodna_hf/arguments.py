@@ -207,6 +207,17 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 _FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 
+def looks_like_local_path(source: str) -> bool:
+    """True when `source` (of a corpus or a model) can only be a local path, existing or mistyped, not a Hub id:
+    it starts with '.', '/' or '~', names a data file, has several '/' or a '\\', or its parent folder exists
+    ("data/emodb" with a local "data" folder is a typo'd path, not the Hub dataset "data/emodb")."""
+    path = Path(source).expanduser()
+    return (
+        source.startswith((".", "/", "~")) or source.lower().endswith(_FILE_SUFFIXES) or source.count("/") > 1
+        or "\\" in source or ("/" in source and path.parent.is_dir() and str(path.parent) not in ("", "."))
+    )
+
+
 def check_corpus_source(name: str, source: str, *, must_exist: bool = True) -> str:
     """How `source` will be read ("synthetic", "local" or "hub"); a clear ValueError when it cannot be.
 
@@ -226,15 +237,9 @@ def check_corpus_source(name: str, source: str, *, must_exist: bool = True) -> s
                 f"{', '.join('synthetic:' + p for p in presets)}."
             )
         return "synthetic"
-    path = Path(source).expanduser()
-    if path.exists():
+    if Path(source).expanduser().exists():
         return "local"
-    looks_like_path = (
-        source.startswith((".", "/", "~")) or source.lower().endswith(_FILE_SUFFIXES) or source.count("/") > 1
-        or "\\" in source
-        # "data/emodb" with a local "data" folder is a path with a typo, not the Hub dataset "data/emodb"
-        or ("/" in source and path.parent.is_dir() and str(path.parent) not in ("", "."))
-    )
+    looks_like_path = looks_like_local_path(source)
     if looks_like_path and not must_exist:
         return "local"
     if looks_like_path or not _HUB_ID.match(source):

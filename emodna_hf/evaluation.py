@@ -13,7 +13,7 @@ import numpy as np
 from datasets import Dataset, Value
 
 from . import reporting
-from .arguments import EvaluationArguments
+from .arguments import EvaluationArguments, looks_like_local_path
 from .card import corpus_info, versions
 from .data import SCHEMES, load_corpus
 from .preparation import normalize_waveforms
@@ -152,7 +152,7 @@ def evaluate_model(eval_args: EvaluationArguments) -> dict[str, Any]:
     started = time.time()
     eval_args._data.check_sources()
     model_path = eval_args.model_name_or_path
-    if (model_path.startswith((".", "/", "~")) or model_path.count("/") > 1) and not Path(model_path).expanduser().is_dir():
+    if looks_like_local_path(model_path) and not Path(model_path).expanduser().is_dir():
         raise ValueError(f"Model folder {model_path} does not exist (pass a run's output folder or a Hub model id).")
     model = AutoModelForAudioClassification.from_pretrained(
         eval_args.model_name_or_path, revision=eval_args.revision, trust_remote_code=eval_args.trust_remote_code
