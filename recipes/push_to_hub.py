@@ -5,7 +5,8 @@ metrics.json, plots, TensorBoard logs; never checkpoints).
     python recipes/push_to_hub.py outputs/default your-name/emodna-synth-a-to-synth-b [--private] [--revision BRANCH]
 
 Use it after a run trained offline, or to retry a failed upload: the folder is uploaded as it is, so the model
-card written by the run (not a generic one) ends up as the repository's README.md.
+card written by the run (not a generic one) ends up as the repository's README.md. An ONNX export in the folder
+(`model.onnx`, from recipes/export_onnx.py) is uploaded with it; `--export_onnx` writes it first.
 """
 
 from __future__ import annotations
@@ -26,8 +27,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--create_pr", action="store_true", help="Open a pull request instead of committing.")
     parser.add_argument("--token", default=None, help="Hub token (default: the logged-in one / HF_TOKEN).")
     parser.add_argument("--dry_run", action="store_true", help="Only list the files that would be uploaded.")
+    parser.add_argument("--export_onnx", action="store_true",
+                        help="Export OUTPUT_DIR/model.onnx first (checked with onnxruntime) and upload it too.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.export_onnx:
+        from emodna_hf.export import export_onnx
+
+        try:
+            print(f"wrote {export_onnx(args.output_dir).path}")
+        except (AssertionError, FileNotFoundError) as error:
+            sys.exit(f"error: {error}")
     if args.dry_run:
         print("\n".join(files_to_upload(args.output_dir)))
         return

@@ -59,7 +59,9 @@ class WeightedLayerSum(nn.Module):
     def forward(self, layers: torch.Tensor) -> torch.Tensor:
         # In the layers' dtype: float32 openSMILE functionals stay float32 under a half-precision model.
         weights = torch.softmax(self.layer_weights.float(), dim=0).to(layers.dtype)
-        return torch.einsum("l,bltd->btd", weights, layers)
+        # A broadcast sum, not einsum: einsum's reshapes give torch.export a guard on the frame count that its
+        # symbolic solver cannot prove (16 * (n + 1) % (n + 1) == 0), so dynamic lengths would fail to export.
+        return (weights[None, :, None, None] * layers).sum(1)
 
 
 class MaskedMeanPooling(nn.Module):

@@ -77,6 +77,12 @@ class OpenSmileFunctionals(nn.Module):
         return state
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        if torch.compiler.is_exporting():
+            raise RuntimeError(
+                "openSMILE functionals are computed by a C++ library per utterance and cannot be part of an "
+                "exported graph. Export the model from its functionals instead: model(input_features=...) with "
+                "the output of model.compute_cacheable_features, or emodna_hf.export.export_onnx(folder)."
+            )
         smile = self._extractor()
         waves = input_values.detach().float().cpu().numpy()
         lengths = (

@@ -111,10 +111,14 @@ class MfccFrontEnd(Float32Buffers, nn.Module):
                 input_values.float().unsqueeze(1), dft_basis(self.window, self.n_fft), stride=self.hop_length
             )  # (batch, 2 * freq, frames): real parts, then imaginary parts
             real, imaginary = spectrum.chunk(2, dim=1)
-            power = (real.pow(2) + imaginary.pow(2)).transpose(1, 2)
-            features = torch.log(power @ self.mel_filters.float() + 1e-6)
+            power = real.pow(2) + imaginary.pow(2)  # (batch, freq, frames)
+            # Filterbank and DCT applied from the left, (out, in) @ (batch, in, frames): a broadcast batched
+            # matmul; `frames @ filters` would fold batch and frames into one dimension, a reshape that gives
+            # torch.export a guard it cannot prove for dynamic lengths.
+            features = torch.log(torch.matmul(self.mel_filters.float().T, power) + 1e-6)
             if self.dct is not None:
-                features = features @ self.dct.float()
+                features = torch.matmul(self.dct.float().T, features)
+            features = features.transpose(1, 2)  # (batch, frames, n_mfcc)
         frame_mask = torch.arange(features.shape[1], device=features.device)[None, :] < self.num_frames(lengths)[:, None]
         if self.mean_normalize:
             weights = frame_mask.unsqueeze(-1).to(features.dtype)
