@@ -13,6 +13,7 @@ from datasets import Dataset
 from .arguments import DataArguments
 from .data import UDAData, build_uda_data
 from .data.storage import fingerprint, map_to_disk, resolve_cache_dir
+from .data.streaming import is_streamed
 from .modeling import EmoDnaForAudioClassification
 
 
@@ -61,7 +62,12 @@ def normalize_waveforms(dataset: Dataset, feature_extractor, desc: str, *,
     (`emodna_hf.data.storage.map_to_disk`), named by the dataset's fingerprint and the feature extractor's
     settings; `num_proc` worker processes share each shard.
     """
-    if not len(dataset) or not getattr(feature_extractor, "do_normalize", False):
+    if not getattr(feature_extractor, "do_normalize", False):
+        return dataset
+    if is_streamed(dataset):  # normalised as it is read
+        return dataset.map(_normalize_batch, batched=True, batch_size=64,
+                           fn_kwargs={"feature_extractor": feature_extractor}, features=dataset.features)
+    if not len(dataset):
         return dataset
     folder = resolve_cache_dir(cache_dir) if cache_dir is not None else None
     return map_to_disk(
@@ -104,10 +110,13 @@ def prepare_inputs(data: UDAData, model: EmoDnaForAudioClassification, feature_e
     cached = cacheable if cache_features is None else bool(cache_features)
     if cached:
         source_train, source_eval, target_eval = (
-            compute_cached_features(ds, model, batch_size=batch_size, **disk) if len(ds) else ds
+            compute_cached_features(ds, model, batch_size=batch_size, **disk) if is_streamed(ds) or len(ds) else ds
             for ds in (source_train, source_eval, target_eval)
         )
     if speaker_normalization:
+        if any(is_streamed(ds) for ds in (source_train, source_eval, target_eval)):
+            raise ValueError("speaker_normalization needs every utterance of a speaker at once: not with a streamed "
+                             "corpus.")
         if not cached:
             raise ValueError("speaker_normalization works on cached features: use the tcn or opensmile backbone, "
                              "or a frozen SSL backbone, with cache_features.")

@@ -7,6 +7,7 @@ the loss terms that `config.adaptation_method` and the ablation switches select.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -25,6 +26,8 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, speed_metrics
 
 from .data.collator import UDADataCollator
+from .data.stream_batches import SourceTargetStream
+from .data.streaming import is_streamed
 from .losses import grl_coefficient
 from .metrics import make_compute_metrics
 from .modeling import EmoDnaConfig
@@ -32,6 +35,7 @@ from .objectives import ObjectiveBatch, build_objective
 from .selection import label_free_criteria
 
 PSEUDO_LABELER_STATE = "pseudo_labeler.safetensors"
+logger = logging.getLogger(__name__)
 MODEL_INPUT_COLUMNS = ("input_values", "input_features", "labels", "corpus_id")
 # Outputs not gathered at evaluation: the logits and both embeddings are what metrics, criteria and reports need.
 PREDICTION_IGNORE_KEYS = ["emotion_projections", "corpus_projections", "domain_logits", "corpus_logits"]
@@ -72,6 +76,10 @@ class EmoDnaTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Train into an output folder that already holds a trained model (its files are "
                   "replaced). Without it such a run stops before loading any data."},
+    )
+    shuffle_buffer_size: int = field(
+        default=1000,
+        metadata={"help": "Streamed corpora only: rows in the shuffle buffer (IterableDataset.shuffle)."},
     )
     label_names: list[str] | None = field(default_factory=lambda: ["labels"])
     remove_unused_columns: bool = False
@@ -137,6 +145,21 @@ class UDATrainDataset(torch.utils.data.Dataset):
         return self.target[index - len(self.source)]
 
 
+def _stream_dataset(source, target, args: EmoDnaTrainingArguments) -> SourceTargetStream:
+    """The training rows when a corpus is streamed (see `emodna_hf.data.streaming` for what changes)."""
+    if args.max_steps <= 0:
+        raise ValueError("A streamed corpus has no length: set max_steps (training is defined by steps, not epochs).")
+    if args.world_size > 1:
+        raise ValueError("Streamed corpora train in a single process (split them per process with "
+                         "datasets.distributed.split_dataset_by_node, or load them map-style).")
+    source = _model_columns(source, "source", require_labels=True)
+    target = _model_columns(target.remove_columns([c for c in ("labels",) if c in target.column_names]), "target",
+                            require_labels=False)  # target labels never reach training
+    return SourceTargetStream(source, target, rows_per_corpus=args.per_device_train_batch_size,
+                              seed=args.data_seed if args.data_seed is not None else args.seed,
+                              shuffle_buffer_size=args.shuffle_buffer_size)
+
+
 def _model_columns(dataset: Dataset, role: str, require_labels: bool) -> Dataset:
     """Keep the columns the model and losses read; fail early, naming the dataset and the missing column."""
     columns = dataset.column_names
@@ -191,14 +214,17 @@ class EmoDnaTrainer(Trainer):
         if train_dataset is not None:
             if target_dataset is None:
                 raise ValueError("EmoDnaTrainer needs a target_dataset (the unlabelled target corpus) to train on.")
-            train_dataset = UDATrainDataset(train_dataset, target_dataset)
+            if is_streamed(train_dataset) or is_streamed(target_dataset):
+                train_dataset = _stream_dataset(train_dataset, target_dataset, args)
+            else:
+                train_dataset = UDATrainDataset(train_dataset, target_dataset)
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=data_collator, compute_metrics=compute_metrics, **kwargs)
         self.target_corpus_id = config.num_corpora - 1
         self.eval_corpus_statistics = eval_corpus_statistics
         # The method (emodna_hf.objectives): its loss terms, statistics and pseudo-label state.
         self.objective = build_objective(
-            config, target_size=len(target_dataset) if target_dataset is not None else None,
+            config, target_size=None if target_dataset is None or is_streamed(target_dataset) else len(target_dataset),
             gather=self.accelerator.gather,
         ).to(self.args.device)
         # Loss terms and statistics of each step, as detached tensors; averaged, gathered across processes and
@@ -216,6 +242,8 @@ class EmoDnaTrainer(Trainer):
     def get_train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             raise ValueError("EmoDnaTrainer: training requires a train_dataset and a target_dataset.")
+        if isinstance(self.train_dataset, SourceTargetStream):
+            return self._get_stream_dataloader(self.train_dataset)
         dataset: UDATrainDataset = self.train_dataset
         sampler = SourceTargetBatchSampler(
             len(dataset.source),
@@ -231,6 +259,19 @@ class EmoDnaTrainer(Trainer):
             num_workers=self.args.dataloader_num_workers,
             pin_memory=self.args.dataloader_pin_memory,
         )
+        return self.accelerator.prepare(loader)
+
+    def _get_stream_dataloader(self, stream: SourceTargetStream) -> DataLoader:
+        """Mixed batches from a streamed corpus: the stream yields rows in batch order, the loader cuts batches."""
+        stream.rows_per_corpus = self._train_batch_size
+        workers = self.args.dataloader_num_workers
+        shards = stream.min_shards()
+        if shards is not None and workers > shards:
+            logger.warning("A streamed corpus has %d shard(s): %d dataloader worker(s) instead of %d.", shards,
+                           shards, workers)
+            workers = shards
+        loader = DataLoader(stream, batch_size=2 * self._train_batch_size, collate_fn=self.data_collator,
+                            num_workers=workers, pin_memory=self.args.dataloader_pin_memory)
         return self.accelerator.prepare(loader)
 
     def _get_eval_dataset_columns(self, dataset: Dataset) -> Dataset:

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from datasets import Dataset, Value, concatenate_datasets
+from datasets import Dataset, IterableDataset, Value, concatenate_datasets, interleave_datasets
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from .labels import SCHEMES, column_values
 from .loading import CorpusSpec, load_corpus
 from .storage import resolve_cache_dir
+from .streaming import is_streamed, split_stream
 
 
 @dataclass
@@ -46,6 +47,8 @@ class UDAData:
     @property
     def target_labelled(self) -> bool:
         """Whether the target corpus came with labels (for scoring only; training never reads them)."""
+        if is_streamed(self.target_eval):  # a stream is not read for this: its label column says it
+            return not self.reports[self.corpus_names[-1]]["labels"]["unlabelled"]
         return any(label is not None for label in self.target_eval["labels"])
 
 
@@ -90,6 +93,11 @@ def build_uda_data(
     for corpus_id, spec in enumerate(sources):
         dataset, reports[spec.name] = load_corpus(spec, **load)
         dataset = _with_corpus_id(dataset, corpus_id)
+        if is_streamed(dataset):
+            train, held_out, reports["split"][spec.name] = split_stream(dataset, source_eval_fraction, seed)
+            train_parts.append(train)
+            eval_parts.append(held_out)
+            continue
         train_idx, eval_idx, reports["split"][spec.name] = split_source(dataset, source_eval_fraction, seed)
         train_parts.append(dataset.select(train_idx))
         eval_parts.append(dataset.select(eval_idx))
@@ -97,8 +105,8 @@ def build_uda_data(
     target_eval, reports[target.name] = load_corpus(target, require_labels=False, **load)
     target_eval = _with_corpus_id(target_eval, len(sources))
     return UDAData(
-        source_train=concatenate_datasets(train_parts),
-        source_eval=concatenate_datasets(eval_parts),
+        source_train=_combine(train_parts),
+        source_eval=_combine(eval_parts),
         target_train=target_eval.remove_columns("labels"),  # target labels never reach training
         target_eval=target_eval,
         label_names=list(SCHEMES[scheme]),
@@ -109,8 +117,21 @@ def build_uda_data(
     )
 
 
-def _with_corpus_id(dataset: Dataset, corpus_id: int) -> Dataset:
+def _with_corpus_id(dataset: Dataset | IterableDataset, corpus_id: int) -> Dataset | IterableDataset:
+    if is_streamed(dataset):
+        features = dataset.features.copy()
+        features["corpus_id"] = Value("int64")
+        return dataset.map(lambda batch: {"corpus_id": [corpus_id] * len(batch["utt_id"])}, batched=True,
+                           features=features)
     return dataset.add_column("corpus_id", [corpus_id] * len(dataset), feature=Value("int64"))
+
+
+def _combine(parts: list) -> Dataset | IterableDataset:
+    """The source corpora as one dataset; with any streamed, one stream that takes each row once, alternating."""
+    if len(parts) == 1 or not any(is_streamed(p) for p in parts):
+        return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+    streams = [p if is_streamed(p) else p.to_iterable_dataset() for p in parts]
+    return interleave_datasets(streams, stopping_strategy="all_exhausted_without_replacement")
 
 
 def split_source(dataset: Dataset, eval_fraction: float, seed: int = 0) -> tuple[list[int], list[int], dict]:

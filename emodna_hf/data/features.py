@@ -13,10 +13,11 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
-from datasets import Array2D, Dataset, List, Value
+from datasets import Array2D, Dataset, IterableDataset, List, Value
 
 from .collator import UDADataCollator
 from .storage import CACHE_FORMAT, map_to_disk, resolve_cache_dir
+from .streaming import is_streamed
 
 # Config fields that decide what the cached part computes (the heads' and the method's fields do not).
 _CACHED_PART_FIELDS = (
@@ -51,6 +52,8 @@ def cache_features(
     reads them. `num_proc` worker processes share each shard (CPU models only: a CUDA context does not survive
     the fork).
     """
+    if is_streamed(dataset):
+        return _stream_features(dataset, model, batch_size, keep_input_values)
     fingerprint = _fingerprint(dataset, model, keep_input_values)
     if fingerprint in _MEMO:
         _MEMO.move_to_end(fingerprint)
@@ -59,16 +62,7 @@ def cache_features(
     was_training = model.training
     model.eval()
     try:
-        probe = _compute(model, [np.asarray(dataset[0]["input_values"], np.float32)], device)[0]
-        if probe.ndim == 2:
-            feature = Array2D(shape=(None, probe.shape[1]), dtype="float32")
-        else:
-            feature = List(List(List(Value("float32"))))
-        features = dataset.features.copy()
-        features["input_features"] = feature
-        remove = [] if keep_input_values else ["input_values"]
-        for name in remove:
-            del features[name]
+        features, remove = _output_features(dataset, model, device, dataset[0], keep_input_values)
         cached = map_to_disk(
             dataset.with_format("numpy", columns=["input_values"], output_all_columns=True),
             lambda batch: {"input_features": _compute(model, list(batch["input_values"]), device)},
@@ -89,6 +83,41 @@ def cache_features(
         return cached
     finally:
         model.train(was_training)
+
+
+def _output_features(dataset, model, device: torch.device, row: dict, keep_input_values: bool):
+    """The features of the cached dataset (the layout probed on `row`) and the columns it drops."""
+    probe = _compute(model, [np.asarray(row["input_values"], np.float32)], device)[0]
+    if probe.ndim == 2:
+        feature = Array2D(shape=(None, probe.shape[1]), dtype="float32")
+    else:
+        feature = List(List(List(Value("float32"))))
+    features = dataset.features.copy()
+    features["input_features"] = feature
+    remove = [] if keep_input_values else ["input_values"]
+    for name in remove:
+        del features[name]
+    return features, remove
+
+
+def _stream_features(stream: IterableDataset, model, batch_size: int, keep_input_values: bool) -> IterableDataset:
+    """A streamed corpus's features, computed as it is read (nothing is stored; the model stays in eval mode for
+    this, which is why a stream's features need a frozen or parameter-free cached part, as caching does)."""
+    device = next(model.parameters()).device
+
+    def compute(batch: dict[str, list]) -> dict[str, list]:
+        was_training = model.training
+        model.eval()
+        try:
+            return {"input_features": _compute(model, [np.asarray(w, np.float32) for w in batch["input_values"]],
+                                               device)}
+        finally:
+            model.train(was_training)
+
+    # The layout depends on the model alone: probe it on noise rather than read (and decode) the stream's first row.
+    noise = 0.1 * np.random.default_rng(0).standard_normal(model.config.sampling_rate // 2).astype(np.float32)
+    features, remove = _output_features(stream, model, device, {"input_values": noise}, keep_input_values)
+    return stream.map(compute, batched=True, batch_size=batch_size, remove_columns=remove, features=features)
 
 
 def _compute(model, waves: list[np.ndarray], device: torch.device) -> list[np.ndarray]:

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from datasets import Audio, ClassLabel, Dataset, Features, List, Value
+from datasets import Audio, ClassLabel, Dataset, Features, IterableDataset, List, Value
 
 from .audio import AudioDecodeError, load_audio
 from .labels import SCHEMES, column_values, harmonize_labels
 from .sources import _FILE_COLUMNS, AUDIO_EXTENSIONS, _open_source, _read_csv, _read_jsonl  # noqa: F401 (re-exported)
 from .storage import map_to_disk, resolve_cache_dir
+from .streaming import load_streaming_corpus
 
 # Tried in order when a CorpusSpec leaves the column unnamed.
 _LABEL_COLUMNS = ("emotion", "label", "labels", "emotion_label", "category")
@@ -60,10 +61,12 @@ class CorpusSpec:
         on_bad_audio: "raise" (default): an unreadable, empty or zero-length file stops loading with an error
             naming it; "skip": such rows are dropped and listed in the report's `bad_audio`.
         load_kwargs: extra keyword arguments for `load_dataset` (Hub) or `make_synthetic_corpus` (synthetic).
+        streaming: read the corpus as a stream (`load_dataset(..., streaming=True)`; a `source` that is an
+            `IterableDataset` always streams): nothing is materialised (see `emodna_hf.data.streaming`).
     """
 
     name: str
-    source: str | os.PathLike | Dataset
+    source: str | os.PathLike | Dataset | IterableDataset
     split: str | None = "train"
     config_name: str | None = None
     audio_column: str = "audio"
@@ -75,6 +78,7 @@ class CorpusSpec:
     drop_unmapped: bool | Iterable[str | None] = True
     on_bad_audio: Literal["raise", "skip"] = "raise"
     load_kwargs: dict[str, Any] = field(default_factory=dict)
+    streaming: bool = False
 
 
 def output_features(scheme: str) -> Features:
@@ -128,6 +132,9 @@ def load_corpus(
     """
     if spec.on_bad_audio not in ("raise", "skip"):
         raise ValueError(f"on_bad_audio must be 'raise' or 'skip', got {spec.on_bad_audio!r}")
+    if spec.streaming or isinstance(spec.source, IterableDataset):
+        return load_streaming_corpus(spec, scheme=scheme, sampling_rate=sampling_rate, max_duration_s=max_duration_s,
+                                     require_labels=require_labels)
     raw, kind = _open_source(spec)
     audio_column = _resolve_audio_column(raw, spec, kind)
     if isinstance(raw.features[audio_column], Audio):
