@@ -127,3 +127,38 @@ def test_check_onnx_sees_a_wrong_graph(tmp_path):
     with torch.no_grad():
         other.classifier[-1].bias += 1.0
     assert result.max_abs_difference < 1e-4 and check_onnx(other, result.path) == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_the_issue_table_rerun_in_a_process_without_emodna_hf(tmp_path):
+    """Remote code only: dtype=bfloat16/float16 at load, torch.onnx.export and torch.export.export of the model
+    as a user loads it (issue 14's table), for the light backbones and one SSL encoder."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    waveforms = padded_batch([12000, 12000], seed=4)[0].numpy()
+    np.save(tmp_path / "input.npy", waveforms)
+    folders = []
+    for backbone_type in ("tcn", "opensmile", "wav2vec2"):
+        folder = tmp_path / backbone_type
+        _model(backbone_type).save_pretrained(folder)
+        folders.append(str(folder))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    completed = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("deploy_check.py")), str(tmp_path / "input.npy"), *folders],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    reports = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == 3
+    for report in reports:
+        assert report["module"].startswith("transformers_modules"), report["module"]
+        reference = np.array(report["float32"])
+        scale = max(1.0, np.abs(reference).max())
+        assert np.abs(np.array(report["bfloat16"]) - reference).max() <= 1e-2 * scale
+        assert np.abs(np.array(report["float16"]) - reference).max() <= 2e-3 * scale
+        np.testing.assert_allclose(report["torch_export"], reference, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(report["onnx"], reference, rtol=1e-4, atol=1e-4)
