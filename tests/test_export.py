@@ -162,3 +162,19 @@ def test_the_issue_table_rerun_in_a_process_without_emodna_hf(tmp_path):
         assert np.abs(np.array(report["float16"]) - reference).max() <= 2e-3 * scale
         np.testing.assert_allclose(report["torch_export"], reference, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(report["onnx"], reference, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_inference_benchmark_smoke(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import inference
+
+    record = inference.main(["--quick", "--backbones", "opensmile", "--output", str(tmp_path), "--name", "x"])
+    variants = record["results"]["opensmile"]["variants"]
+    assert {"torch_fp32", "onnxruntime"} <= set(variants) and variants["torch_fp32"]["throughput_ratio"] == 1.0
+    assert all(v["throughput_ratio"] > 0 for v in variants.values())
+    assert json.loads((tmp_path / "x.json").read_text())["results"]["opensmile"]["facts"]["batch"] == 2
+    assert "| opensmile | onnxruntime |" in (tmp_path / "x.md").read_text()
