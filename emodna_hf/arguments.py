@@ -15,15 +15,23 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
-import json
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .data import PRESETS, SCHEMES, CorpusSpec, get_label_map
+from .corpus_arguments import (  # noqa: F401 (re-exported: the corpus schema's helpers)
+    _CORPUS_FIELDS,
+    _HUB_ID,
+    _NONE_STRINGS,
+    _none_if_auto,
+    _parse_mapping,
+    check_corpus_source,
+    check_sources,
+    check_specs,
+    corpus_specs,
+    looks_like_local_path,
+    normalise_corpus_lists,
+)
+from .data import SCHEMES, CorpusSpec
 from .data.loading import NO_LABELS
 from .modeling import EmoDnaConfig
 from .modeling.configuration_emodna import (
@@ -45,9 +53,6 @@ _CONFIG_DEFAULTS = {
 _DERIVED_CONFIG_FIELDS = ("id2label", "label2id", "num_labels", "num_corpora", "sampling_rate", "corpus_names")
 
 
-_NONE_STRINGS = {"", "none", "null", "auto"}
-
-
 def _override(name: str, help: str, **metadata: Any) -> Any:
     """A dataclass field that overrides EmoDnaConfig's `name` when set (None = keep the config default)."""
     return field(
@@ -58,30 +63,6 @@ def _override(name: str, help: str, **metadata: Any) -> Any:
 def _bool_override(name: str, help: str) -> Any:
     # nargs/const: `--flag` alone means True, `--flag false` False (HfArgumentParser's Optional[bool] needs a value).
     return _override(name, help, nargs="?", const=True)
-
-
-def _parse_mapping(value: Any, what: str) -> dict | None:
-    """A dict from YAML, or from the command line as JSON or `key=value,key=value`."""
-    if value is None or isinstance(value, dict):
-        return value
-    text = str(value).strip()
-    if text.lower() in _NONE_STRINGS:
-        return None
-    if text.startswith("{"):
-        try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{what}: invalid JSON {text!r} ({error})") from error
-        if not isinstance(parsed, dict):
-            raise ValueError(f"{what} must be a JSON object, got {text!r}")
-        return parsed
-    result = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        if "=" not in item:
-            raise ValueError(f"{what}: expected JSON or key=value pairs separated by commas, got {text!r}")
-        key, raw = item.split("=", 1)
-        result[key.strip()] = yaml.safe_load(raw)
-    return result
 
 
 @dataclass
@@ -189,125 +170,6 @@ class ModelArguments:
         kwargs = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
         kwargs.update(self.config_overrides or {})
         return kwargs
-
-
-def _as_list(value: Any) -> list | None:
-    if value is None:
-        return None
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _none_if_auto(value: Any) -> Any:
-    return None if isinstance(value, str) and value.strip().lower() in _NONE_STRINGS else value
-
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
-
-
-_FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
-
-
-def looks_like_local_path(source: str) -> bool:
-    """True when `source` (of a corpus or a model) can only be a local path, existing or mistyped, not a Hub id:
-    it starts with '.', '/' or '~', names a data file, has several '/' or a '\\', or its parent folder exists
-    ("data/emodb" with a local "data" folder is a typo'd path, not the Hub dataset "data/emodb")."""
-    path = Path(source).expanduser()
-    return (
-        source.startswith((".", "/", "~")) or source.lower().endswith(_FILE_SUFFIXES) or source.count("/") > 1
-        or "\\" in source or ("/" in source and path.parent.is_dir() and str(path.parent) not in ("", "."))
-    )
-
-
-def check_corpus_source(name: str, source: str, *, must_exist: bool = True) -> str:
-    """How `source` will be read ("synthetic", "local" or "hub"); a clear ValueError when it cannot be.
-
-    With `must_exist=False` (parse time) a path that does not exist yet passes; `DataArguments.check_sources`
-    (run time, before any loading) requires it.
-    """
-    from .data import ESPEAK_PRESETS
-
-    presets = sorted({*PRESETS, *ESPEAK_PRESETS})  # source-filter and espeak-ng presets
-    if not isinstance(source, str) or not source.strip():
-        raise ValueError(f"Corpus {name!r}: empty dataset source.")
-    if source.startswith("synthetic:"):
-        preset = source.split(":", 1)[1]
-        if preset not in presets:
-            raise ValueError(
-                f"Corpus {name!r}: unknown synthetic preset {preset!r}; known: "
-                f"{', '.join('synthetic:' + p for p in presets)}."
-            )
-        return "synthetic"
-    if Path(source).expanduser().exists():
-        return "local"
-    looks_like_path = looks_like_local_path(source)
-    if looks_like_path and not must_exist:
-        return "local"
-    if looks_like_path or not _HUB_ID.match(source):
-        raise ValueError(
-            f"Corpus {name!r}: dataset source {source!r} is neither an existing local file or folder, nor "
-            "'synthetic:<preset>' (presets: " + ", ".join(presets) + "), nor a Hub dataset id "
-            "('name' or 'owner/name'). Fix the path or the id."
-        )
-    return "hub"
-
-
-def _manifest_files(path: Path) -> set[Path]:
-    """The resolved audio files a CSV/TSV/JSONL manifest lists (empty for other files or unreadable ones)."""
-    from .data.loading import _FILE_COLUMNS, _read_csv, _read_jsonl
-
-    suffix = path.suffix.lower()
-    try:
-        rows = _read_csv(path) if suffix in (".csv", ".tsv") else _read_jsonl(path) if suffix in (".jsonl", ".json") \
-            else []
-    except ValueError:
-        return set()  # loading will report it, naming the file
-    column = next((c for c in _FILE_COLUMNS if rows and c in rows[0]), None)
-    return {(path.parent / str(row[column])).resolve() for row in rows if column and row.get(column)}
-
-
-def _check_no_overlap(source: CorpusSpec, target: CorpusSpec) -> None:
-    """Refuse a target that shares audio with a source: the same or nested folders, the same manifest, manifests
-    listing the same files, or a manifest listing files inside the other corpus's folder. Its labelled utterances
-    would leak into training and inflate every target score."""
-    if not all(isinstance(s.source, str) and Path(s.source).expanduser().exists() for s in (source, target)):
-        return  # Hub ids, synthetic presets and in-memory datasets: nothing on disk to compare
-    a, b = (Path(s.source).expanduser().resolve() for s in (source, target))
-    if a.is_dir() and b.is_dir():
-        overlap = a.is_relative_to(b) or b.is_relative_to(a)
-    elif a.is_file() and b.is_file():
-        overlap = a == b or bool(_manifest_files(a) & _manifest_files(b))
-    else:  # a manifest, and a folder: the manifest inside the folder, or listing files inside it
-        folder, manifest = (a, b) if a.is_dir() else (b, a)
-        overlap = manifest.is_relative_to(folder) or any(f.is_relative_to(folder) for f in _manifest_files(manifest))
-    if overlap:
-        raise ValueError(
-            f"Target {target.name!r} ({target.source}) shares audio with source {source.name!r} ({source.source}): "
-            "the same or nested folders, or manifests listing the same files, would put target utterances, with "
-            "their labels, into training. Use separate corpora, or pass --allow_source_target_overlap true for a "
-            "deliberate in-domain experiment."
-        )
-
-
-def _check_label_map(name: str, label_map_name: str | None, label_map: dict | None) -> None:
-    """A label_map_name that is set must name a built-in map (a corpus without one uses the generic names)."""
-    if label_map or not label_map_name:
-        return
-    try:
-        get_label_map(label_map_name)
-    except KeyError:
-        from .data import CORPUS_LABEL_MAPS
-
-        raise ValueError(
-            f"Corpus {name!r}: no built-in label map {label_map_name!r} (known: "
-            f"{', '.join(sorted(CORPUS_LABEL_MAPS))}). Name one of them, or give a label_map (raw label -> emotion)."
-        ) from None
-
-
-_CORPUS_FIELDS = ("dataset", "split", "config_name", "audio_column", "label_column", "speaker_column",
-                  "utt_id_column", "label_map_name")
-
-
-_CORPUS_DEFAULTS = {"split": "train", "audio_column": "audio"}
 
 
 @dataclass
@@ -428,23 +290,7 @@ class DataArguments:
             raise ValueError(f"projection must be 'pca' or 'tsne', got {self.projection!r}")
         if not 0.0 <= self.source_eval_fraction < 1.0:
             raise ValueError(f"source_eval_fraction must be in [0, 1), got {self.source_eval_fraction}")
-        self.source_name = _as_list(self.source_name)
-        self.source_dataset = _as_list(self.source_dataset)
-        n = len(self.source_name)
-        if not n:
-            raise ValueError("At least one source corpus (source_name / source_dataset) is needed.")
-        if len(self.source_dataset) != n:
-            raise ValueError(
-                f"source_name has {n} entries but source_dataset has {len(self.source_dataset)}: give one dataset "
-                "per source corpus."
-            )
-        for name in _CORPUS_FIELDS[1:]:
-            values = _as_list(getattr(self, f"source_{name}"))
-            if values is not None:
-                values = [_none_if_auto(v) for v in values]
-                if len(values) not in (1, n):
-                    raise ValueError(f"source_{name} has {len(values)} entries for {n} source corpora (give 1 or {n}).")
-            setattr(self, f"source_{name}", values)
+        normalise_corpus_lists(self, "source", role="source")
         for name in ("target_split", "target_config_name", "target_speaker_column", "target_utt_id_column",
                      "target_label_map_name"):
             setattr(self, name, _none_if_auto(getattr(self, name)))
@@ -454,61 +300,17 @@ class DataArguments:
             self.target_label_column = None
         elif isinstance(column, str) and column.strip().lower() in ("none", "null"):
             self.target_label_column = NO_LABELS
-        for name in ("source_label_map", "source_load_kwargs", "target_label_map", "target_load_kwargs"):
+        for name in ("target_label_map", "target_load_kwargs"):
             setattr(self, name, _parse_mapping(getattr(self, name), name))
-        names = [*self.source_name, self.target_name]
-        if len(set(names)) != len(names):
-            raise ValueError(f"Corpus names must be unique; got sources {self.source_name} and target {self.target_name!r}.")
-        for mapping_name in ("source_label_map", "source_load_kwargs"):
-            unknown = set(getattr(self, mapping_name) or {}) - set(self.source_name)
-            if unknown:
-                raise ValueError(f"{mapping_name} is keyed by source corpus name; unknown keys {sorted(unknown)} "
-                                 f"(sources: {self.source_name}).")
-        for spec in self.source_specs():
-            check_corpus_source(spec.name, spec.source, must_exist=False)
-            _check_label_map(spec.name, spec.label_map_name, spec.label_map)
-        target = self.target_spec()
-        check_corpus_source(target.name, target.source, must_exist=False)
-        _check_label_map(target.name, target.label_map_name, target.label_map)
+        check_specs([*self.source_specs(), self.target_spec()])
 
     def check_sources(self) -> dict[str, str]:
         """Every corpus source is readable in principle (local paths exist) and the target shares no files with a
         source (unless `allow_source_target_overlap`): `{corpus: kind}`, else ValueError."""
-        specs = [*self.source_specs(), self.target_spec()]
-        kinds = {spec.name: check_corpus_source(spec.name, spec.source) for spec in specs}
-        if not self.allow_source_target_overlap:
-            target = specs[-1]
-            for source in specs[:-1]:
-                _check_no_overlap(source, target)
-        return kinds
-
-    def _source_value(self, name: str, i: int) -> Any:
-        values = getattr(self, f"source_{name}")
-        if values is None:
-            return _CORPUS_DEFAULTS.get(name)
-        value = values[0] if len(values) == 1 else values[i]
-        return _CORPUS_DEFAULTS.get(name) if value is None and name in _CORPUS_DEFAULTS else value
+        return check_sources(self.source_specs(), self.target_spec(), allow_overlap=self.allow_source_target_overlap)
 
     def source_specs(self) -> list[CorpusSpec]:
-        specs = []
-        for i, name in enumerate(self.source_name):
-            specs.append(
-                CorpusSpec(
-                    name=name,
-                    source=self.source_dataset[i],
-                    split=self._source_value("split", i),
-                    config_name=self._source_value("config_name", i),
-                    audio_column=self._source_value("audio_column", i),
-                    label_column=self._source_value("label_column", i),
-                    speaker_column=self._source_value("speaker_column", i),
-                    utt_id_column=self._source_value("utt_id_column", i),
-                    label_map_name=self._source_value("label_map_name", i),
-                    label_map=(self.source_label_map or {}).get(name),
-                    on_bad_audio=self.on_bad_audio,
-                    load_kwargs=dict((self.source_load_kwargs or {}).get(name, {})),
-                )
-            )
-        return specs
+        return corpus_specs(self, "source", self.on_bad_audio)
 
     def target_spec(self) -> CorpusSpec:
         return CorpusSpec(
@@ -559,14 +361,16 @@ class EvaluationArguments:
     use_cpu: bool = field(default=False, metadata={"help": "Evaluate on the CPU even if a GPU is available."})
 
     def __post_init__(self):
-        # Reuse DataArguments' validation of the corpus lists (as sources; the target is a placeholder).
-        self._data = DataArguments(
-            **{f"source_{k}": getattr(self, f"corpus_{k}") for k in
-               ("name", "dataset", "split", "config_name", "audio_column", "label_column", "speaker_column",
-                "utt_id_column", "label_map_name", "label_map", "load_kwargs")},
-            target_name="__unused_target__", target_dataset="synthetic:synth-a", target_label_map_name="synthetic",
-            on_bad_audio=self.on_bad_audio, projection=self.projection,
-        )
+        if self.on_bad_audio not in ("raise", "skip"):
+            raise ValueError(f"on_bad_audio must be 'raise' or 'skip', got {self.on_bad_audio!r}")
+        if self.projection not in ("pca", "tsne"):
+            raise ValueError(f"projection must be 'pca' or 'tsne', got {self.projection!r}")
+        normalise_corpus_lists(self, "corpus")
+        check_specs(self.corpus_specs())
+
+    def check_sources(self) -> dict[str, str]:
+        """Every corpus is readable in principle (local paths exist): `{corpus: kind}`, else ValueError."""
+        return check_sources(self.corpus_specs())
 
     def corpus_specs(self) -> list[CorpusSpec]:
-        return self._data.source_specs()
+        return corpus_specs(self, "corpus", self.on_bad_audio)

@@ -150,7 +150,7 @@ def evaluate_model(eval_args: EvaluationArguments) -> dict[str, Any]:
     from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
     started = time.time()
-    eval_args._data.check_sources()
+    eval_args.check_sources()
     model_path = eval_args.model_name_or_path
     if looks_like_local_path(model_path) and not Path(model_path).expanduser().is_dir():
         raise ValueError(f"Model folder {model_path} does not exist (pass a run's output folder or a Hub model id).")
