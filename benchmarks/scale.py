@@ -124,7 +124,8 @@ def measure(args) -> dict:
     sampler = MemorySampler()
     work_dir, n = Path(args.work_dir), args.size
     cache = Path(args.cache_dir)
-    record: dict = {"size": n, "num_proc": args.num_proc, "duration_s": args.duration_s}
+    record: dict = {"size": n, "num_proc": args.num_proc, "duration_s": args.duration_s,
+                    "backbone_type": args.backbone_type}
     t = time.time()
     data = build_uda_data(
         [CorpusSpec(name="synth-scale-source", source=work_dir / f"source-{n}.csv")],
@@ -132,7 +133,7 @@ def measure(args) -> dict:
         scheme="categorical4", sampling_rate=16000, cache_dir=cache, num_proc=args.num_proc,
     )
     record["decode_s"] = time.time() - t
-    model = build_model(ModelArguments(backbone_type="opensmile"), data.label_names, data.corpus_names, 16000)
+    model = build_model(ModelArguments(backbone_type=args.backbone_type), data.label_names, data.corpus_names, 16000)
     t = time.time()
     inputs, cached = prepare_inputs(data, model, create_feature_extractor(model.config), batch_size=64)
     record["features_s"] = time.time() - t
@@ -175,6 +176,7 @@ def main() -> None:
     parser.add_argument("--dataloader_workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--train_steps", type=int, default=60)
     parser.add_argument("--duration_s", type=float, default=0.5)
+    parser.add_argument("--backbone_type", default="opensmile", help="opensmile (the recipe's) or tcn (MFCC, fast)")
     parser.add_argument("--work_dir", default="/tmp/emodna-scale")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)  # one size, in a child process
@@ -195,7 +197,8 @@ def main() -> None:
         shutil.rmtree(cache, ignore_errors=True)
         command = [sys.executable, __file__, "--size", str(size), "--cache_dir", str(cache), "--work_dir",
                    str(work_dir), "--num_proc", str(args.num_proc), "--train_steps", str(args.train_steps),
-                   "--duration_s", str(args.duration_s), "--dataloader_workers", *map(str, args.dataloader_workers)]
+                   "--duration_s", str(args.duration_s), "--backbone_type", args.backbone_type,
+                   "--dataloader_workers", *map(str, args.dataloader_workers)]
         started = time.time()
         output = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ))
         if output.returncode:
