@@ -169,13 +169,13 @@ def run_experiment(
                                         batch_size=args.per_device_eval_batch_size,
                                         speaker_normalization=data_args.speaker_normalization)
     logger.info("Training %s on %d source and %d target utterances%s.", model.config.adaptation_method,
-                len(inputs.source_train), len(inputs.target_train), " (cached features)" if cached else "")
+                len(inputs.source_train), len(inputs.target), " (cached features)" if cached else "")
 
-    eval_sets = {"target": inputs.target_eval}
+    eval_sets = {"target": inputs.target}
     if len(inputs.source_eval):
         eval_sets["source"] = inputs.source_eval
     trainer = EmoDnaTrainer(
-        model=model, args=args, train_dataset=inputs.source_train, target_dataset=inputs.target_train,
+        model=model, args=args, train_dataset=inputs.source_train, target_dataset=inputs.target,
         eval_dataset=eval_sets, processing_class=feature_extractor, callbacks=callbacks,
     )
     train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)

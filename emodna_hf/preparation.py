@@ -35,17 +35,14 @@ def load_data(data_args: DataArguments) -> UDAData:
     if cap:
         rng = np.random.default_rng(data_args.split_seed)
 
-        def subset(dataset: Dataset, index: np.ndarray | None = None) -> tuple[Dataset, np.ndarray]:
-            if index is None:
-                index = np.sort(rng.permutation(len(dataset))[:cap])
+        def subset(dataset: Dataset) -> tuple[Dataset, np.ndarray]:
+            index = np.sort(rng.permutation(len(dataset))[:cap])
             return dataset.select(index.tolist()), index
 
         source_train, _ = subset(data.source_train)
         source_eval, _ = subset(data.source_eval) if len(data.source_eval) else (data.source_eval, None)
-        target_eval, index = subset(data.target_eval)
-        target_train, _ = subset(data.target_train, index)
-        data = dataclasses.replace(data, source_train=source_train, source_eval=source_eval,
-                                   target_train=target_train, target_eval=target_eval)
+        target, _ = subset(data.target)
+        data = dataclasses.replace(data, source_train=source_train, source_eval=source_eval, target=target)
     return data
 
 
@@ -90,8 +87,8 @@ def prepare_inputs(data: UDAData, model: EmoDnaForAudioClassification, feature_e
     """Normalised waveforms for every split, then (when wanted) cached backbone features.
 
     `cache_features=None` caches when the cached part is parameter-free or frozen (the tcn front end, a frozen
-    SSL backbone): training then skips it every epoch and gives the same logits. The target's train and eval
-    rows are the same utterances: they are processed once. `speaker_normalization` standardises the cached
+    SSL backbone): training then skips it every epoch and gives the same logits. The target (trained and
+    evaluated on) is processed once. `speaker_normalization` standardises the cached
     features per speaker (`standardize_per_speaker`). Returns the new data and whether features were cached.
     """
     from .data import cache_features as compute_cached_features
@@ -102,26 +99,24 @@ def prepare_inputs(data: UDAData, model: EmoDnaForAudioClassification, feature_e
     disk = {"cache_dir": data.cache_dir, "num_proc": data.num_proc}
     source_train = normalize_waveforms(data.source_train, feature_extractor, "Normalising source (train)", **disk)
     source_eval = normalize_waveforms(data.source_eval, feature_extractor, "Normalising source (eval)", **disk)
-    target_eval = normalize_waveforms(data.target_eval, feature_extractor, "Normalising target", **disk)
+    target = normalize_waveforms(data.target, feature_extractor, "Normalising target", **disk)
     config = model.config
     cacheable = not config.uses_ssl_backbone or config.freeze_backbone
     if cache_features and not cacheable:
         raise ValueError("cache_features needs a frozen backbone (freeze_backbone=True) or the tcn backbone.")
     cached = cacheable if cache_features is None else bool(cache_features)
     if cached:
-        source_train, source_eval, target_eval = (
+        source_train, source_eval, target = (
             compute_cached_features(ds, model, batch_size=batch_size, **disk) if is_streamed(ds) or len(ds) else ds
-            for ds in (source_train, source_eval, target_eval)
+            for ds in (source_train, source_eval, target)
         )
     if speaker_normalization:
-        if any(is_streamed(ds) for ds in (source_train, source_eval, target_eval)):
+        if any(is_streamed(ds) for ds in (source_train, source_eval, target)):
             raise ValueError("speaker_normalization needs every utterance of a speaker at once: not with a streamed "
                              "corpus.")
         if not cached:
             raise ValueError("speaker_normalization works on cached features: use the tcn or opensmile backbone, "
                              "or a frozen SSL backbone, with cache_features.")
-        source_train, source_eval, target_eval = (
-            standardize_per_speaker(ds) for ds in (source_train, source_eval, target_eval))
-    target_train = target_eval.remove_columns("labels")
-    return dataclasses.replace(data, source_train=source_train, source_eval=source_eval,
-                               target_train=target_train, target_eval=target_eval), cached
+        source_train, source_eval, target = (
+            standardize_per_speaker(ds) for ds in (source_train, source_eval, target))
+    return dataclasses.replace(data, source_train=source_train, source_eval=source_eval, target=target), cached

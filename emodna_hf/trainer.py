@@ -128,13 +128,20 @@ class SourceTargetBatchSampler(Sampler[list[int]]):
             ]
 
 
+def training_columns(source, target):
+    """THE gate of target labels: the columns training may read of the source (labels required) and of the target
+    (its `labels` column, present where a benchmark target is labelled for scoring, is dropped here; every
+    training path, map-style or streamed, goes through this function)."""
+    target = target.remove_columns([c for c in ("labels",) if c in target.column_names])
+    return (_model_columns(source, "source", require_labels=True),
+            _model_columns(target, "target", require_labels=False))
+
+
 class UDATrainDataset(torch.utils.data.Dataset):
-    """Source rows (with labels) followed by target rows, whose labels are dropped here: never read in training."""
+    """Source rows (with labels) followed by target rows, whose labels are dropped (`training_columns`)."""
 
     def __init__(self, source: Dataset, target: Dataset):
-        self.source = _model_columns(source, "source", require_labels=True)
-        self.target = _model_columns(target.remove_columns([c for c in ("labels",) if c in target.column_names]),
-                                     "target", require_labels=False)
+        self.source, self.target = training_columns(source, target)
 
     def __len__(self) -> int:
         return len(self.source) + len(self.target)
@@ -152,9 +159,7 @@ def _stream_dataset(source, target, args: EmoDnaTrainingArguments) -> SourceTarg
     if args.world_size > 1:
         raise ValueError("Streamed corpora train in a single process (split them per process with "
                          "datasets.distributed.split_dataset_by_node, or load them map-style).")
-    source = _model_columns(source, "source", require_labels=True)
-    target = _model_columns(target.remove_columns([c for c in ("labels",) if c in target.column_names]), "target",
-                            require_labels=False)  # target labels never reach training
+    source, target = training_columns(source, target)
     return SourceTargetStream(source, target, rows_per_corpus=args.per_device_train_batch_size,
                               seed=args.data_seed if args.data_seed is not None else args.seed,
                               shuffle_buffer_size=args.shuffle_buffer_size)
@@ -183,7 +188,8 @@ class EmoDnaTrainer(Trainer):
         train_dataset: the labelled source `Dataset` (`input_values` or cached `input_features`, `labels`,
             `corpus_id` in `0..num_corpora-2`).
         target_dataset: the unlabelled target `Dataset` (`corpus_id == num_corpora - 1`). A `labels` column, if
-            present, is dropped before training.
+            present (a benchmark target labelled for scoring), is dropped before training (`training_columns`, the
+            one place where target labels are removed).
         eval_dataset: e.g. `{"target": ..., "source": ...}`; metrics are UAR, WAR, macro-F1 and per-class recall,
             prefixed `eval_target_`, `eval_source_` (target ones only where the target is labelled, for scoring).
             With a `"target"` set, every evaluation also computes the label-free model-selection criteria of

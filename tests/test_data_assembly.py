@@ -1,4 +1,4 @@
-"""build_uda_data: speaker-independent source splits, label-free target training split, corpus ids."""
+"""build_uda_data: speaker-independent source splits, the target once (labels stop at the trainer), corpus ids."""
 
 from __future__ import annotations
 
@@ -33,18 +33,21 @@ def test_source_split_is_speaker_independent_and_covers_every_source(uda):
     assert len(uda.source_train) + len(uda.source_eval) == 10 * 8 + 10 * 8
 
 
-def test_target_train_has_no_labels_and_target_eval_is_the_whole_target(uda):
-    assert "labels" not in uda.target_train.column_names
-    assert set(uda.target_eval.column_names) - set(uda.target_train.column_names) == {"labels"}
-    assert uda.target_eval["utt_id"][:] == uda.target_train["utt_id"][:]
-    assert len(uda.target_eval) == 8 * 4 * 2
-    assert set(uda.target_train["corpus_id"]) == set(uda.target_eval["corpus_id"]) == {2}
+def test_the_target_is_loaded_once_and_its_labels_stop_at_the_trainers_gate(uda):
+    from emodna_hf.trainer import UDATrainDataset
+
+    assert uda.target_train is uda.target_eval is uda.target  # one dataset, named by role
+    assert len(uda.target) == 8 * 4 * 2 and set(uda.target["corpus_id"]) == {2}
+    assert uda.target_labelled  # labelled for scoring ...
     assert uda.corpus_names == ["synth-a", "synth-c", "synth-b"]
     assert uda.label_names == ["angry", "happy", "neutral", "sad"]
-    for split in (uda.source_train, uda.source_eval, uda.target_eval):
+    for split in (uda.source_train, uda.source_eval, uda.target):
         assert split.features["labels"] == ClassLabel(names=uda.label_names)
+    training = UDATrainDataset(uda.source_train, uda.target)  # ... and never read in training: the one gate
+    assert "labels" not in training.target.column_names and "labels" in training.source.column_names
+    assert all("labels" not in training[len(training.source) + i] for i in range(3))
     # The trainer's collator turns a mixed batch into labelled source rows and -100 target rows.
-    batch = UDADataCollator()([uda.source_train[0], uda.target_train[0]])
+    batch = UDADataCollator()([training[0], training[len(training.source)]])
     assert batch["labels"][1] == -100 and batch["corpus_ids"].tolist() == [
         uda.source_train[0]["corpus_id"],
         2,

@@ -24,9 +24,10 @@ class UDAData:
     Attributes:
         source_train: labelled source utterances for training (all source corpora, `corpus_id` 0..k-1).
         source_eval: held-out source utterances: no speaker is on both sides when speakers are known.
-        target_train: the whole target corpus WITHOUT its `labels` column (`corpus_id` k): what UDA may see.
-        target_eval: the same target utterances with labels, for evaluation only (transductive protocol); for an
-            unlabelled target every label is None (`target_labelled` is False).
+        target: the whole target corpus (`corpus_id` k), trained on (adaptation) and evaluated on (transductive
+            protocol). Its `labels` are for scoring only (None everywhere for an unlabelled target:
+            `target_labelled` is False): `EmoDnaTrainer` drops them before training (`trainer.training_columns`,
+            the one gate). `target_train` and `target_eval` name the same dataset by role.
         label_names: the scheme's class names (label ids follow this order).
         corpus_names: source corpus names then the target's, indexed by `corpus_id`.
         reports: the per-corpus loading reports of `load_corpus`, plus the split report under `"split"`.
@@ -36,8 +37,7 @@ class UDAData:
 
     source_train: Dataset
     source_eval: Dataset
-    target_train: Dataset
-    target_eval: Dataset
+    target: Dataset
     label_names: list[str]
     corpus_names: list[str]
     reports: dict[str, dict] = field(default_factory=dict)
@@ -45,11 +45,21 @@ class UDAData:
     num_proc: int | None = None
 
     @property
+    def target_train(self) -> Dataset:
+        """The target as adaptation reads it: `target` (the trainer drops its labels)."""
+        return self.target
+
+    @property
+    def target_eval(self) -> Dataset:
+        """The target as evaluation reads it: `target`, with its labels where it has them."""
+        return self.target
+
+    @property
     def target_labelled(self) -> bool:
         """Whether the target corpus came with labels (for scoring only; training never reads them)."""
-        if is_streamed(self.target_eval):  # a stream is not read for this: its label column says it
+        if is_streamed(self.target):  # a stream is not read for this: its label column says it
             return not self.reports[self.corpus_names[-1]]["labels"]["unlabelled"]
-        return any(label is not None for label in self.target_eval["labels"])
+        return any(label is not None for label in self.target["labels"])
 
 
 def build_uda_data(
@@ -102,13 +112,11 @@ def build_uda_data(
         train_parts.append(dataset.select(train_idx))
         eval_parts.append(dataset.select(eval_idx))
     # The target may come without labels (the normal case of UDA): its labels are only ever used for scoring.
-    target_eval, reports[target.name] = load_corpus(target, require_labels=False, **load)
-    target_eval = _with_corpus_id(target_eval, len(sources))
+    target_dataset, reports[target.name] = load_corpus(target, require_labels=False, **load)
     return UDAData(
         source_train=_combine(train_parts),
         source_eval=_combine(eval_parts),
-        target_train=target_eval.remove_columns("labels"),  # target labels never reach training
-        target_eval=target_eval,
+        target=_with_corpus_id(target_dataset, len(sources)),
         label_names=list(SCHEMES[scheme]),
         corpus_names=corpus_names,
         reports=reports,
