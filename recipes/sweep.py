@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
-DEFAULT_CRITERION = "iwv_loss"
+DEFAULT_CRITERION = "target_im"  # the best-ranked criterion of benchmarks/model_selection.py
 
 
 def parse_sweep(values: list[str]) -> dict[str, list[str]]:
