@@ -1,4 +1,4 @@
-"""recipes/sweep.py: several settings on an unlabelled target, one picked by a label-free criterion."""
+"""recipes/sweep.py and recipe-level checkpoint selection: an unlabelled target, picks by label-free criteria."""
 
 import json
 import subprocess
@@ -12,7 +12,10 @@ from test_recipes import REPO, TINY_ARGS, _env
 def test_sweep_picks_a_run_by_a_label_free_criterion_on_an_unlabelled_target(tmp_path):
     output = tmp_path / "sweep"
     command = [sys.executable, str(REPO / "recipes" / "sweep.py"), "--sweep", "adaptation_method=emodna,source_only",
-               "--criterion", "source_uar", "--output_dir", str(output), "--target_label_column", "none", *TINY_ARGS]
+               "--criterion", "source_uar", "--output_dir", str(output), "--target_label_column", "none", *TINY_ARGS,
+               # and within each run, the checkpoint a criterion picks (the issue's recipe command)
+               "--eval_strategy", "steps", "--eval_steps", "1", "--save_strategy", "steps", "--save_steps", "1",
+               "--load_best_model_at_end", "true", "--metric_for_best_model", "target_im"]
     completed = subprocess.run(command, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     result = json.loads((output / "sweep.json").read_text())
@@ -24,6 +27,13 @@ def test_sweep_picks_a_run_by_a_label_free_criterion_on_an_unlabelled_target(tmp
         assert metrics["config"]["model_config"]["adaptation_method"] == run["settings"]["adaptation_method"]
         assert run["source_uar"] == metrics["selection"]["source_uar"] == metrics["source"]["uar"]
         assert run["target_uar_for_information_only"] is None  # the target is unlabelled
+        best = metrics["selection"]["best_checkpoint"]
+        assert best["metric"] == "target_im" and best["loaded"] and best["checkpoint"].endswith(("-1", "-2"))
+        state = json.loads((output / f"adaptation_method-{run['settings']['adaptation_method']}" /
+                            "trainer_state.json").read_text())
+        evaluations = [e for e in state["log_history"] if "eval_target_im" in e]
+        assert len(evaluations) == 2 and not any("eval_target_uar" in e for e in evaluations)  # never scored
+        assert best["value"] == max(e["eval_target_im"] for e in evaluations)
     best = max(result["runs"], key=lambda run: run["source_uar"])
     assert result["picked"] == best["output_dir"] and "(picked)" in (output / "sweep.md").read_text()
 
