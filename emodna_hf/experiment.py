@@ -33,6 +33,7 @@ from .arguments import (  # noqa: F401 (re-exported)
 from .card import card_info, corpus_info, make_model_card, versions
 from .config_files import ParsedArgs, build_parser, load_config_file, parse_args  # noqa: F401 (re-exported)
 from .data import UDAData
+from .data.streaming import is_streamed
 from .evaluation import (  # noqa: F401 (re-exported)
     Evaluation,
     analyse_embeddings,
@@ -45,7 +46,12 @@ from .evaluation import (  # noqa: F401 (re-exported)
 )
 from .feature_extraction import create_feature_extractor
 from .modeling import EmoDnaConfig, EmoDnaForAudioClassification
-from .preparation import load_data, normalize_waveforms, prepare_inputs  # noqa: F401 (re-exported)
+from .preparation import (  # noqa: F401 (re-exported)
+    evaluation_rows,
+    load_data,
+    normalize_waveforms,
+    prepare_inputs,
+)
 from .trainer import EmoDnaTrainer, EmoDnaTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -147,8 +153,6 @@ def run_experiment(
                 training_args.hub_model_id or output_dir.name, token=training_args.hub_token,
                 private=training_args.hub_private_repo, revision=training_args.hub_revision,
             )
-    if data is None:
-        data_args.check_sources()  # a wrong path fails now, not after other corpora were decoded
     # Our own push (the whole folder, card included) replaces Trainer's; the caller's object stays untouched.
     args = dataclasses.replace(training_args, push_to_hub=False)
     started = time.time()
@@ -168,12 +172,16 @@ def run_experiment(
         inputs, cached = prepare_inputs(data, model, feature_extractor, model_args.cache_features,
                                         batch_size=args.per_device_eval_batch_size,
                                         speaker_normalization=data_args.speaker_normalization)
-    logger.info("Training %s on %d source and %d target utterances%s.", model.config.adaptation_method,
-                len(inputs.source_train), len(inputs.target), " (cached features)" if cached else "")
+    logger.info("Training %s on %s source and %s target utterances%s.", model.config.adaptation_method,
+                *(("a stream of" if is_streamed(ds) else len(ds)) for ds in (inputs.source_train, inputs.target)),
+                " (cached features)" if cached else "")
 
-    eval_sets = {"target": inputs.target}
-    if len(inputs.source_eval):
-        eval_sets["source"] = inputs.source_eval
+    # A streamed set is evaluated on its first max_eval_samples rows, read once (preparation.evaluation_rows).
+    streamed = {"target": is_streamed(inputs.target), "source": is_streamed(inputs.source_eval)}
+    eval_sets = {"target": evaluation_rows(inputs.target, data_args.max_eval_samples, inputs.cache_dir, "target")}
+    source_eval = evaluation_rows(inputs.source_eval, data_args.max_eval_samples, inputs.cache_dir, "source")
+    if len(source_eval):
+        eval_sets["source"] = source_eval
     trainer = EmoDnaTrainer(
         model=model, args=args, train_dataset=inputs.source_train, target_dataset=inputs.target,
         eval_dataset=eval_sets, processing_class=feature_extractor, callbacks=callbacks,
@@ -199,9 +207,13 @@ def run_experiment(
                         + (" The target was allowed to overlap the source corpora (an in-domain experiment: its "
                            "utterances may also be labelled training data)."
                            if data_args.allow_source_target_overlap else ""),
+            "streamed": streamed,
         },
         "target": dict(summary_metrics(by_name["target"]), corpus=target.name),
     }
+    if streamed["target"]:
+        record["scenario"]["protocol"] += (f" The target was streamed: adapted to as a stream, evaluated on its first "
+                                           f"{record['target']['n']} utterances.")
     if "source" in by_name:
         record["source"] = dict(summary_metrics(by_name["source"]), corpus=" + ".join(s.name for s in sources))
     # What a user without target labels can judge the model by (emodna_hf.selection; docs/benchmarks.md).

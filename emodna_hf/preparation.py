@@ -3,12 +3,17 @@ feature extractor does at inference, backbone features cached (and optionally st
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
+from datasets.arrow_writer import ArrowWriter
 
 from .arguments import DataArguments
 from .data import UDAData, build_uda_data
@@ -18,7 +23,10 @@ from .modeling import EmoDnaForAudioClassification
 
 
 def load_data(data_args: DataArguments) -> UDAData:
-    """Load and split the corpora of `data_args` (raw waveforms at `sampling_rate`; see `build_uda_data`)."""
+    """Load and split the corpora of `data_args` (raw waveforms at `sampling_rate`; see `build_uda_data`).
+
+    The sources are checked first (`DataArguments.check_sources`: local paths exist, the target shares no audio
+    with a source), before anything is decoded: the one run-time check of every path that loads corpora."""
     data_args.check_sources()
     data = build_uda_data(
         data_args.source_specs(),
@@ -35,15 +43,43 @@ def load_data(data_args: DataArguments) -> UDAData:
     if cap:
         rng = np.random.default_rng(data_args.split_seed)
 
-        def subset(dataset: Dataset) -> tuple[Dataset, np.ndarray]:
+        def subset(dataset: Dataset | IterableDataset) -> tuple[Dataset | IterableDataset, np.ndarray | None]:
+            if is_streamed(dataset):  # a stream has no length to draw from: its first rows
+                return dataset.take(cap), None
             index = np.sort(rng.permutation(len(dataset))[:cap])
             return dataset.select(index.tolist()), index
 
         source_train, _ = subset(data.source_train)
-        source_eval, _ = subset(data.source_eval) if len(data.source_eval) else (data.source_eval, None)
+        source_eval, _ = subset(data.source_eval) if is_streamed(data.source_eval) or len(data.source_eval) \
+            else (data.source_eval, None)
         target, _ = subset(data.target)
         data = dataclasses.replace(data, source_train=source_train, source_eval=source_eval, target=target)
     return data
+
+
+def evaluation_rows(dataset: Dataset | IterableDataset, max_rows: int, cache_dir: Path | None,
+                    name: str) -> Dataset:
+    """What evaluation reads of a set: a map-style dataset as it is; of a stream, its first `max_rows` rows.
+
+    Evaluation needs a length and is repeated (at every `eval_steps`, then for the final metrics): the head of the
+    stream is read once (decoded, normalised and, where cached, through the backbone front end, as the stream
+    computes them) and written to an Arrow file in a temporary folder of `cache_dir`, removed when the process
+    exits (in memory without a cache folder: keep `max_rows` small then).
+    """
+    if not is_streamed(dataset):
+        return dataset
+    head = dataset.take(max_rows)
+    if cache_dir is None:
+        return Dataset.from_list(list(head), features=dataset.features)
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix=f"streamed-{name}-", dir=cache_dir)
+    atexit.register(shutil.rmtree, folder, True)
+    path = os.path.join(folder, "rows.arrow")
+    with ArrowWriter(features=dataset.features, path=path) as writer:
+        for row in head:
+            writer.write(row)
+        writer.finalize()
+    return Dataset.from_file(path)
 
 
 def _normalize_batch(batch: dict[str, Any], feature_extractor) -> dict[str, Any]:

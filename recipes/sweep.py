@@ -87,7 +87,6 @@ def main(argv: list[str] | None = None) -> dict:
         output_dir = Path(training_args.output_dir)
         for point, (_, _, run_training, _) in zip(points, parsed, strict=True):
             check_output_dir(output_dir / point_name(point), run_training.overwrite_output_dir)
-        data_args.check_sources()
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
 
@@ -96,7 +95,10 @@ def main(argv: list[str] | None = None) -> dict:
     logging.getLogger("emodna_hf").setLevel(logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     datasets.disable_progress_bars()
-    data = load_data(data_args)
+    try:
+        data = load_data(data_args)  # checks the sources first (paths, source/target overlap)
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
     runs = []
     for point, (run_model, run_data, run_training, config_file) in zip(points, parsed, strict=True):
         run_training = dataclasses.replace(run_training, output_dir=str(output_dir / point_name(point)))

@@ -40,7 +40,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     try:
         model_args, data_args, training_args, config_file = parse_args(argv, default_config=DEFAULT_CONFIG)
-        data_args.check_sources()  # a wrong path or id is reported now, with no traceback
         check_output_dir(Path(training_args.output_dir), training_args.overwrite_output_dir)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
