@@ -35,16 +35,18 @@ from typing import Any
 
 import yaml
 
+from emodna_hf.objectives import REGISTRY
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "recipes" / "configs" / "default.yaml"
 DEFAULT_CORPORA = ["synth-a", "synth-b", "synth-c"]
-# EmoDnaConfig overrides of each benchmarked method (Emo-DNA ablations switch one component off).
+# EmoDnaConfig overrides of each benchmarked method: every registered adaptation method (emodna_hf.objectives:
+# a method added there is benchmarked with no edit here), AdaBN, and the Emo-DNA ablations (one component off).
+_REGISTERED = ("source_only", *sorted(set(REGISTRY) - {"source_only", "emodna"}), "emodna")
 METHODS: dict[str, dict[str, Any]] = {
-    "source_only": {"adaptation_method": "source_only"},
+    **{name: {"adaptation_method": name} for name in _REGISTERED[:1]},
     "adabn": {"adaptation_method": "source_only", "corpus_normalization": True},  # corpus normalisation alone
-    "dann": {"adaptation_method": "dann"},
-    "mmd": {"adaptation_method": "mmd"},
-    "emodna": {"adaptation_method": "emodna"},
+    **{name: {"adaptation_method": name} for name in _REGISTERED[1:]},
     "no_decoupling": {"adaptation_method": "emodna", "use_decoupling": False},
     "no_class_alignment": {"adaptation_method": "emodna", "use_class_alignment": False},
     "no_corpus_alignment": {"adaptation_method": "emodna", "use_corpus_alignment": False},
