@@ -260,6 +260,18 @@ class DataArguments:
     preprocessing_num_workers: int | None = field(
         default=None, metadata={"help": "Worker processes for decoding, normalising and feature caching "
                                 "(Dataset.map num_proc)."})
+    source_streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream the source corpora (load_dataset(..., streaming=True)): read as training goes, "
+                  "never materialised; needs max_steps. Their held-out part is evaluated on its first "
+                  "max_eval_samples rows."})
+    target_streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream the target corpus: adaptation reads it as a stream (needs max_steps); the target "
+                  "metrics are those of its first max_eval_samples rows."})
+    max_eval_samples: int = field(
+        default=2000, metadata={"help": "Streamed corpora: the rows of a stream that are evaluated (its first ones, "
+                                "materialised once in the cache folder)."})
     max_samples_per_split: int | None = field(
         default=None,
         metadata={"help": "Debugging: keep at most this many random utterances of each split (the target's "
@@ -290,6 +302,8 @@ class DataArguments:
             raise ValueError(f"projection must be 'pca' or 'tsne', got {self.projection!r}")
         if not 0.0 <= self.source_eval_fraction < 1.0:
             raise ValueError(f"source_eval_fraction must be in [0, 1), got {self.source_eval_fraction}")
+        if self.max_eval_samples < 1:
+            raise ValueError(f"max_eval_samples must be at least 1, got {self.max_eval_samples}")
         normalise_corpus_lists(self, "source", role="source")
         for name in ("target_split", "target_config_name", "target_speaker_column", "target_utt_id_column",
                      "target_label_map_name"):
@@ -310,7 +324,8 @@ class DataArguments:
         return check_sources(self.source_specs(), self.target_spec(), allow_overlap=self.allow_source_target_overlap)
 
     def source_specs(self) -> list[CorpusSpec]:
-        return corpus_specs(self, "source", self.on_bad_audio)
+        return [dataclasses.replace(spec, streaming=self.source_streaming)
+                for spec in corpus_specs(self, "source", self.on_bad_audio)]
 
     def target_spec(self) -> CorpusSpec:
         return CorpusSpec(
@@ -326,6 +341,7 @@ class DataArguments:
             label_map=self.target_label_map,
             on_bad_audio=self.on_bad_audio,
             load_kwargs=dict(self.target_load_kwargs or {}),
+            streaming=self.target_streaming,
         )
 
 

@@ -129,6 +129,11 @@ def card_info(record: dict[str, Any], corpora: dict[str, dict], model, model_arg
              "experiment: its utterances may also be labelled training data), so its scores are not cross-corpus"),
             ("speaker_normalization", "features were standardised per speaker (speaker ids used): not comparable "
              "with speaker-free results, and pipeline() on raw audio does not apply it"),
+            ("target_streaming", "the target corpus was streamed (its size unknown to the run): adapted to as a "
+             f"stream, its metrics are those of its first {record['target']['n']} utterances"),
+            ("source_streaming", "the source corpora were streamed: split by a hash of the speaker, the held-out "
+             "metrics are those of the held-out stream's first "
+             f"{record.get('source', {}).get('n', 0)} utterances"),
         ) if record["config"]["data_args"].get(flag)],
         "embedding_analysis": record.get("embedding_analysis"),
         "selection": [dict(name=name, value=value, greater_is_better=CRITERIA[name][0], description=CRITERIA[name][1])
