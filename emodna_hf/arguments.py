@@ -375,6 +375,12 @@ class EvaluationArguments:
     max_projection_samples: int = field(default=300, metadata={"help": "Utterances per corpus in the projection."})
     projection: str = field(default="pca", metadata={"help": "'pca' or 'tsne'."})
     use_cpu: bool = field(default=False, metadata={"help": "Evaluate on the CPU even if a GPU is available."})
+    audio_cache_dir: str | None = field(
+        default="auto", metadata={"help": "Folder for the Arrow files of decoded and normalised audio (as for "
+                                  "training: memory flat in corpus size, reused by a second evaluation); 'none': "
+                                  "in memory."})
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Worker processes for decoding and normalising (Dataset.map num_proc)."})
 
     def __post_init__(self):
         if self.on_bad_audio not in ("raise", "skip"):

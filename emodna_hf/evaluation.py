@@ -70,7 +70,7 @@ def predict_with_embeddings(trainer: EmoDnaTrainer, dataset: Dataset, name: str,
         metrics=metrics,
         predictions=predictions,
         labels=labels,
-        corpus_ids=np.asarray(list(dataset["corpus_id"]), dtype=np.int64),
+        corpus_ids=np.asarray(dataset.with_format("numpy")["corpus_id"][:], dtype=np.int64),  # no Python list
         emotion_embeddings=np.asarray(emotion_embeddings),
         corpus_embeddings=np.asarray(corpus_embeddings),
         confusion_matrix=confusion_matrix(predictions, labels, len(label_names)) if metrics["labelled"] else None,
@@ -163,11 +163,14 @@ def evaluate_model(eval_args: EvaluationArguments) -> dict[str, Any]:
     specs = eval_args.corpus_specs()
     datasets, reports = [], {}
     for corpus_id, spec in enumerate(specs):
+        # Decoded and normalised audio in Arrow files of the cache folder, shard by shard, as for training.
+        disk = {"cache_dir": eval_args.audio_cache_dir, "num_proc": eval_args.preprocessing_num_workers}
         dataset, reports[spec.name] = load_corpus(
-            spec, scheme=scheme, sampling_rate=feature_extractor.sampling_rate, max_duration_s=eval_args.max_duration_s
+            spec, scheme=scheme, sampling_rate=feature_extractor.sampling_rate, max_duration_s=eval_args.max_duration_s,
+            **disk,
         )
         dataset = dataset.add_column("corpus_id", [corpus_id] * len(dataset), feature=Value("int64"))
-        datasets.append(normalize_waveforms(dataset, feature_extractor, f"Normalising {spec.name}"))
+        datasets.append(normalize_waveforms(dataset, feature_extractor, f"Normalising {spec.name}", **disk))
 
     output_dir = Path(eval_args.output_dir)
     args = EmoDnaTrainingArguments(
