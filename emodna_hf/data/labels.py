@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 
 from datasets import ClassLabel, Dataset
 
+from .storage import read_column
+
 SCHEMES: dict[str, tuple[str, ...]] = {
     "categorical4": ("angry", "happy", "neutral", "sad"),
     "arousal": ("low", "high"),
@@ -172,8 +174,8 @@ def get_label_map(corpus: str) -> dict[str, str]:
 
 def column_values(dataset: Dataset, name: str) -> list:
     """One column as a list in the dataset's row order (`Dataset.data` would ignore a select/shuffle), without
-    reading or decoding any other column."""
-    return dataset.with_format(None)[name][:]
+    reading or decoding any other column; a memory-mapped dataset shard by shard (`storage.read_column`)."""
+    return read_column(dataset, name)
 
 
 def _key(raw: object) -> str | None:
