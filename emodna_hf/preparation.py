@@ -154,5 +154,5 @@ def prepare_inputs(data: UDAData, model: EmoDnaForAudioClassification, feature_e
             raise ValueError("speaker_normalization works on cached features: use the tcn or opensmile backbone, "
                              "or a frozen SSL backbone, with cache_features.")
         source_train, source_eval, target = (
-            standardize_per_speaker(ds) for ds in (source_train, source_eval, target))
+            standardize_per_speaker(ds, **disk) for ds in (source_train, source_eval, target))
     return dataclasses.replace(data, source_train=source_train, source_eval=source_eval, target=target), cached

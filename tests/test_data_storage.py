@@ -55,3 +55,29 @@ def test_read_column_follows_the_row_order_and_releases_its_pages(tmp_path):
     assert read_column(shuffled, "id", shard_rows=100) == expected
     assert column_values(shuffled, "id") == expected
     assert _rss_file_mb() - before < 8
+
+
+def test_per_speaker_statistics_merged_across_shards_equal_those_of_all_frames(tmp_path, monkeypatch):
+    from datasets import Array2D
+
+    from emodna_hf.data import features
+
+    monkeypatch.setattr(features, "SHARD_ROWS", 3)  # statistics over 4 shards of 11 rows, speakers split across them
+    rng = np.random.default_rng(0)
+    rows = [rng.normal(loc, scale, size=(int(rng.integers(1, 5)), 3)).astype(np.float32)
+            for loc, scale in [(5, 1)] * 6 + [(-3, 0.1)] * 5]
+    speakers = ["a:1", "a:2"] * 5 + ["a:1"]
+    dataset = Dataset.from_dict({"input_features": rows, "speaker": speakers, "labels": [0] * 11})
+    dataset = dataset.cast_column("input_features", Array2D(shape=(None, 3), dtype="float32"))
+    dataset.save_to_disk(tmp_path / "rows")
+    mapped = Dataset.load_from_disk(tmp_path / "rows")
+    out = features.standardize_per_speaker(mapped, cache_dir=tmp_path / "cache")
+    assert out.cache_files and len(list((tmp_path / "cache").glob("per-speaker-*.arrow"))) == 1  # written to disk
+    assert out["speaker"] == speakers and out["labels"] == [0] * 11
+    for speaker in ("a:1", "a:2"):
+        index = [i for i, s in enumerate(speakers) if s == speaker]
+        pooled = np.concatenate([rows[i] for i in index]).astype(np.float64)
+        mean, std = pooled.mean(0), pooled.std(0) + 1e-5
+        for i in index:
+            np.testing.assert_allclose(np.asarray(out[i]["input_features"]), (rows[i] - mean) / std, rtol=1e-5,
+                                       atol=1e-5)
