@@ -26,7 +26,6 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput, EvalPrediction, speed_metrics
 
 from .data.collator import UDADataCollator
-from .data.storage import released
 from .data.stream_batches import SourceTargetStream
 from .data.streaming import is_streamed
 from .losses import grl_coefficient
@@ -142,8 +141,7 @@ class UDATrainDataset(torch.utils.data.Dataset):
     """Source rows (with labels) followed by target rows, whose labels are dropped (`training_columns`)."""
 
     def __init__(self, source: Dataset, target: Dataset):
-        # Read through memory maps renewed every 1000 rows (`released`): the pages read do not pile up in the RSS.
-        self.source, self.target = (released(d) for d in training_columns(source, target))
+        self.source, self.target = training_columns(source, target)
 
     def __len__(self) -> int:
         return len(self.source) + len(self.target)
@@ -301,10 +299,10 @@ class EmoDnaTrainer(Trainer):
             eval_dataset = self.eval_dataset[eval_dataset]
         elif eval_dataset is None:
             eval_dataset = self.eval_dataset
-        return super().get_eval_dataloader(released(self._get_eval_dataset_columns(eval_dataset)))
+        return super().get_eval_dataloader(self._get_eval_dataset_columns(eval_dataset))
 
     def get_test_dataloader(self, test_dataset: Dataset) -> DataLoader:
-        return super().get_test_dataloader(released(self._get_eval_dataset_columns(test_dataset)))
+        return super().get_test_dataloader(self._get_eval_dataset_columns(test_dataset))
 
     # --- evaluation: metrics of every set, then the label-free criteria across sets --------------------------------
 

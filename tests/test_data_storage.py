@@ -1,4 +1,4 @@
-"""Readers of memory-mapped corpora keep at most a shard's pages resident: `released` rows and `read_column`."""
+"""Readers of memory-mapped corpora shard by shard: `read_column` and the per-speaker statistics."""
 
 import gc
 
@@ -6,7 +6,7 @@ import numpy as np
 from datasets import Dataset, Features, List, Value
 
 from emodna_hf.data.labels import column_values
-from emodna_hf.data.storage import ReleasedRows, read_column, released
+from emodna_hf.data.storage import read_column
 
 
 def _rss_file_mb() -> float:
@@ -22,28 +22,6 @@ def _saved(tmp_path, n=1200, samples=16000) -> Dataset:
     del rows
     gc.collect()
     return Dataset.load_from_disk(tmp_path / "rows").with_format("numpy")
-
-
-def _peak_growth(rows, n) -> float:
-    before, peak = _rss_file_mb(), 0.0
-    for start in range(0, n, 50):
-        batch = rows.__getitems__(list(range(start, start + 50)))
-        assert [int(row["x"][0]) for row in batch] == list(range(start, start + 50))
-        peak = max(peak, _rss_file_mb() - before)
-    return peak
-
-
-def test_released_rows_are_the_rows_and_keep_one_shard_resident(tmp_path):
-    dataset = _saved(tmp_path)
-    view = released(dataset, every=200)
-    assert isinstance(view, ReleasedRows) and len(view) == 1200 and view.column_names == ["x", "id"]
-    assert view[7]["id"] == "u7" and np.array_equal(view[7]["x"], dataset[7]["x"])
-    released_growth = _peak_growth(view, 1200)
-    direct_growth = _peak_growth(Dataset.load_from_disk(tmp_path / "rows").with_format("numpy"), 1200)
-    assert direct_growth > 60  # the whole file stays resident when read through one map
-    assert released_growth < 25, released_growth  # ~200 rows (13 MB) at a time
-    in_memory = Dataset.from_dict({"a": [1, 2]})
-    assert released(in_memory) is in_memory  # nothing mapped: nothing to release
 
 
 def test_read_column_follows_the_row_order_and_releases_its_pages(tmp_path):

@@ -10,8 +10,12 @@ process's resident set (RSS) for as long as the file stays mapped, so one `map` 
 leaves the whole corpus resident. `map_to_disk` therefore processes a dataset in shards of `shard_rows` rows,
 each read through its own, fresh memory map (a pickle round trip, which is also how `datasets` hands shards to
 `num_proc` workers) that is released when the shard is done: at most one shard's pages are resident at a time.
-Readers that go over a whole corpus (training, evaluation, reading a column) do the same: `released` rows are
-read through a memory map renewed every `shard_rows` rows, `read_column` reads a column shard by shard.
+Reading a column of a whole corpus (`read_column`) does the same, shard by shard.
+
+Training and evaluation read rows through the dataset's own memory map: their pages stay resident while it is
+open. Renewing the map every N rows was tried and dropped: a renewed map of an Arrow stream file reads every record
+batch's header again (its pages then resident too), so the resident file pages did not go down (docs/benchmarks.md,
+"Scale"). Those pages are page cache that the kernel reclaims under pressure, not memory the process holds.
 """
 
 from __future__ import annotations
@@ -122,50 +126,6 @@ def _workers(num_proc: int | None, rows: int) -> int | None:
     if not num_proc or num_proc <= 1 or rows <= 1:
         return None
     return min(num_proc, rows)
-
-
-class ReleasedRows:
-    """Rows of a memory-mapped `Dataset` for a `DataLoader`, read through a memory map renewed every `every` rows.
-
-    The pages a reader touches (and the kernel's read-around) stay in the process's RSS while their map is open:
-    an evaluation over a 25k-row target kept all of its features resident. Renewing the map (a pickle round trip,
-    ~0.1 s for 25 files) lets the old one, and its pages, go. The rows, their order and their values are those of
-    the dataset; other attributes (`column_names`, `features`, ...) are the dataset's.
-    """
-
-    def __init__(self, dataset: Dataset, every: int = SHARD_ROWS):
-        self.dataset, self.every = dataset, every
-        self._view, self._reads = _reopened(dataset), 0
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def _count(self, rows: int) -> None:
-        self._reads += rows
-        if self._reads >= self.every:
-            self._view, self._reads = _reopened(self.dataset), 0  # the previous map goes with its last reference
-
-    def __getitem__(self, index: int) -> dict:
-        row = self._view[index]
-        self._count(1)
-        return row
-
-    def __getitems__(self, indices: list[int]) -> list[dict]:
-        rows = self._view.__getitems__(indices)
-        self._count(len(indices))
-        return rows
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("dataset", "every", "_view", "_reads"):
-            raise AttributeError(name)  # not set yet (unpickling): no recursion through self.dataset
-        return getattr(self.dataset, name)
-
-
-def released(dataset: Any, every: int = SHARD_ROWS) -> Any:
-    """`ReleasedRows(dataset)` for a memory-mapped `Dataset`; anything else (in memory, a stream) as it is."""
-    if isinstance(dataset, Dataset) and dataset.cache_files:
-        return ReleasedRows(dataset, every)
-    return dataset
 
 
 def read_column(dataset: Dataset, name: str, shard_rows: int = SHARD_ROWS) -> list:
