@@ -89,12 +89,18 @@ def soft_neighborhood_density(vectors: np.ndarray, temperature: float = 0.05) ->
     if len(v) < 2:
         raise ValueError(f"soft_neighborhood_density needs at least 2 samples, got {len(v)}")
     v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    scores = v @ v.T / temperature
-    np.fill_diagonal(scores, -np.inf)  # a sample is not its own neighbour
-    scores -= scores.max(1, keepdims=True)
-    neighbours = np.exp(scores)
-    neighbours /= neighbours.sum(1, keepdims=True)
-    return float(_entropy(neighbours).mean())
+    # 256 rows at a time: the N x N float64 temporaries (~160 MB at N = 2000) would otherwise set the peak memory
+    # of every evaluation; each row's distribution is computed exactly as with the whole matrix.
+    entropies = []
+    for start in range(0, len(v), 256):
+        scores = v[start:start + 256] @ v.T / temperature
+        rows = np.arange(len(scores))
+        scores[rows, start + rows] = -np.inf  # a sample is not its own neighbour
+        scores -= scores.max(1, keepdims=True)
+        neighbours = np.exp(scores)
+        neighbours /= neighbours.sum(1, keepdims=True)
+        entropies.append(_entropy(neighbours))
+    return float(np.concatenate(entropies).mean())
 
 
 def dev_risk(losses: np.ndarray, weights: np.ndarray) -> float:
