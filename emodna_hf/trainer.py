@@ -208,9 +208,9 @@ class EmoDnaTrainer(Trainer):
             `eval_dev_loss`, `eval_iwv_loss` with a `"source"` set), which `metric_for_best_model` may name.
         eval_corpus_statistics: in evaluation, give the model each row's `corpus_id`, so that corpus
             normalisation standardises held-out source rows with their own corpus's statistics (the source UAR then
-            measures the source task: a check that it was learnt, not a ranking of target accuracy). `False` when the ids do not follow the
-            training corpora (a saved model evaluated on new corpora): every row then gets the target's
-            statistics, as at inference.
+            measures the source task: a check that it was learnt, not a ranking of target accuracy). `False` when
+            the ids do not follow the training corpora (a saved model evaluated on new corpora): every row then
+            gets the target's statistics, as at inference.
         Other arguments are those of `Trainer`. The default collator is [`UDADataCollator`] and the default
         `compute_metrics` is [`make_compute_metrics`] over the model's labels.
     """
