@@ -3,6 +3,7 @@
 
     python benchmarks/model_selection.py                                  # 7 methods × 6 synth directions, seed 0
     python benchmarks/model_selection.py --corpora synth-en synth-de synth-es --output outputs/benchmarks/ms_espeak
+    python benchmarks/model_selection.py --seeds 0 1 --groups synth-a,synth-b,synth-c synth-en,synth-de,synth-es
     python benchmarks/model_selection.py --analyse a/model_selection.json b/model_selection.json  # pool results
 
 Every run is the recipe's default (`--config`) for one method of `benchmarks/cross_corpus.py`'s table and one
@@ -60,6 +61,9 @@ def parse_cli(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[s
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=DEFAULT_METHODS)
     parser.add_argument("--corpora", nargs="+", default=["synth-a", "synth-b", "synth-c"],
                         help="As in benchmarks/cross_corpus.py.")
+    parser.add_argument("--groups", nargs="+", metavar="A,B,C",
+                        help="Instead of --corpora: groups of corpora (comma-separated names); the directions are "
+                        "every ordered pair within each group (e.g. the two generators of the development set).")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--evaluations", type=int, default=6, help="Evaluations (candidate checkpoints) per run.")
     parser.add_argument("--output", type=Path, default=ROOT / "outputs" / "benchmarks" / "model_selection")
@@ -195,7 +199,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from emodna_hf.experiment import load_data, run_experiment
 
-    corpus_keys, corpora, base_model, base_data, base_training = load_settings(args.config, args.corpora, recipe_argv)
+    groups = [group.split(",") for group in args.groups] if args.groups else [args.corpora]
+    names = [name for group in groups for name in group]
+    corpus_keys, corpora, base_model, base_data, base_training = load_settings(args.config, names, recipe_argv)
+    by_name = {corpus["name"]: corpus for corpus in corpora}
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "logs").mkdir(exist_ok=True)
     base_training = dataclasses.replace(
@@ -215,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     datasets.disable_progress_bars()
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
     done = {(p["method"], p["source"], p["target"], p["seed"]) for p in points}
-    for source, target in itertools.permutations(corpora, 2):
+    directions = [(by_name[s], by_name[t]) for group in groups for s, t in itertools.permutations(group, 2)]
+    for source, target in directions:
         todo = [(m, seed) for m in args.methods for seed in args.seeds
                 if (m, source["name"], target["name"], seed) not in done]
         if not todo:
