@@ -175,7 +175,8 @@ def normalise_corpus_lists(args: Any, prefix: str, role: str = "") -> None:
 
     Names and datasets become lists of equal length (at least one corpus); every other field a list of 1 or N
     values ('none'/'auto' entries = not set); `<prefix>_label_map` / `<prefix>_load_kwargs` mappings (YAML, JSON or
-    `key=value` text) keyed by corpus names; names unique. `role` ("source") names the corpora in messages.
+    `key=value` text) keyed by corpus names (unique names: `check_specs`). `role` ("source") names the corpora in
+    messages.
     """
     corpus, corpora = (f"{role} corpus", f"{role} corpora") if role else ("corpus", "corpora")
     names, datasets = _as_list(getattr(args, f"{prefix}_name")), _as_list(getattr(args, f"{prefix}_dataset"))
@@ -201,8 +202,6 @@ def normalise_corpus_lists(args: Any, prefix: str, role: str = "") -> None:
             raise ValueError(f"{prefix}_{name} is keyed by {corpus} name; unknown keys {sorted(unknown)} "
                              f"(corpora: {names}).")
         setattr(args, f"{prefix}_{name}", mapping)
-    if len(set(names)) != len(names):
-        raise ValueError(f"Corpus names must be unique; got {names}.")
 
 
 def corpus_specs(args: Any, prefix: str, on_bad_audio: str) -> list[CorpusSpec]:

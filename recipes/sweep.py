@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from emodna_hf.arguments import DataArguments
     from emodna_hf.experiment import check_output_dir, format_summary, load_data, parse_args, run_experiment
-    from emodna_hf.selection import CRITERIA, is_label_free, selection_metric_name
+    from emodna_hf.selection import CRITERIA, best_by, is_label_free, selection_metric_name
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="Other options go to recipes/train.py's argument parser.")
@@ -110,10 +110,9 @@ def main(argv: list[str] | None = None) -> dict:
                      "selection": {k: v for k, v in record["selection"].items() if k in CRITERIA},
                      "target_uar_for_information_only": target.get("uar") if target.get("labelled") else None})
     greater_is_better = CRITERIA[criterion][0]
-    scored = [r for r in runs if r[criterion] is not None]
-    if not scored:
+    picked = best_by(runs, criterion)
+    if picked is None:
         sys.exit(f"error: no run has {criterion} (criteria from the held-out source need source_eval_fraction > 0).")
-    picked = max(scored, key=lambda r: r[criterion] if greater_is_better else -r[criterion])
     result = {"criterion": criterion, "greater_is_better": greater_is_better, "picked": picked["output_dir"],
               "runs": runs}
     output_dir.mkdir(parents=True, exist_ok=True)
