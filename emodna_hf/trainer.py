@@ -26,6 +26,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput, EvalPrediction, speed_metrics
 
 from .data.collator import UDADataCollator
+from .data.memory import ReleaseMemoryCallback, RowCounter
 from .data.stream_batches import SourceTargetStream
 from .data.streaming import is_streamed
 from .losses import grl_coefficient
@@ -142,14 +143,14 @@ class UDATrainDataset(torch.utils.data.Dataset):
 
     def __init__(self, source: Dataset, target: Dataset):
         self.source, self.target = training_columns(source, target)
+        self.rows_read = RowCounter()  # gives back the pages of memory-mapped rows read (data/memory.py)
 
     def __len__(self) -> int:
         return len(self.source) + len(self.target)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if index < len(self.source):
-            return self.source[index]
-        return self.target[index - len(self.source)]
+        self.rows_read.count()
+        return self.source[index] if index < len(self.source) else self.target[index - len(self.source)]
 
 
 def _stream_dataset(source, target, args: EmoDnaTrainingArguments) -> SourceTargetStream:
@@ -237,8 +238,8 @@ class EmoDnaTrainer(Trainer):
                 train_dataset = UDATrainDataset(train_dataset, target_dataset)
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=data_collator, compute_metrics=compute_metrics, **kwargs)
-        self.target_corpus_id = config.num_corpora - 1
-        self.eval_corpus_statistics = eval_corpus_statistics
+        self.add_callback(ReleaseMemoryCallback())  # memory flat in corpus size in evaluation (data/memory.py)
+        self.target_corpus_id, self.eval_corpus_statistics = config.num_corpora - 1, eval_corpus_statistics
         # The method (emodna_hf.objectives): its loss terms, statistics and pseudo-label state.
         self.objective = build_objective(
             config, target_size=None if target_dataset is None or is_streamed(target_dataset) else len(target_dataset),
@@ -331,7 +332,6 @@ class EmoDnaTrainer(Trainer):
         if not joined:
             joined = {"predictions": _join(output.predictions), "label_ids": _join(output.label_ids)}
         return output._replace(**joined)
-
 
     def evaluate(self, eval_dataset: Dataset | dict[str, Dataset] | None = None, ignore_keys: list[str] | None = None,
                  metric_key_prefix: str = "eval") -> dict[str, float]:

@@ -12,10 +12,9 @@ each read through its own, fresh memory map (a pickle round trip, which is also 
 `num_proc` workers) that is released when the shard is done: at most one shard's pages are resident at a time.
 Reading a column of a whole corpus (`read_column`) does the same, shard by shard.
 
-Training and evaluation read rows through the dataset's own memory map: their pages stay resident while it is
-open. Renewing the map every N rows was tried and dropped: a renewed map of an Arrow stream file reads every record
-batch's header again (its pages then resident too), so the resident file pages did not go down (docs/benchmarks.md,
-"Scale"). Those pages are page cache that the kernel reclaims under pressure, not memory the process holds.
+Opening a shard's output reads every record batch's header through the long-lived map of the result, and
+training and evaluation read rows through it: those pages are given back by `memory.release_memory` (after every
+shard here; every few hundred rows in training and evaluation), which also returns freed heap to the system.
 """
 
 from __future__ import annotations
@@ -31,6 +30,8 @@ from typing import Any
 
 from datasets import Dataset, concatenate_datasets
 from datasets import config as datasets_config
+
+from .memory import release_memory
 
 # `cache_dir` values that keep every pass in memory (the behaviour before the disk cache; small corpora, tests).
 IN_MEMORY = ("none", "memory")
@@ -118,6 +119,7 @@ def map_to_disk(
         )
         del shard
         gc.collect()  # a dataset can sit in a reference cycle: unmap its pages now, not at some later collection
+        release_memory()  # the result's record-batch headers, read when it was opened; the pass's freed heap
     return parts[0] if shards == 1 else concatenate_datasets(parts)
 
 
