@@ -339,8 +339,8 @@ class EmoDnaTrainer(Trainer):
 
         The sets are evaluated one after the other (one `evaluation_loop` each, embeddings included) and logged
         together, so that `on_evaluate` callbacks (best-model tracking, early stopping) see every metric at once.
-        The criteria read the target's logits and embeddings and the held-out source's logits, labels and
-        embeddings; target labels, where present, only give the `eval_target_uar`-style scores.
+        The criteria read logits and emotion embeddings (the corpus embeddings are not kept) of both sets and the
+        held-out source's labels; target labels, where present, only give the `eval_target_uar`-style scores.
         """
         sets = eval_dataset if eval_dataset is not None else self.eval_dataset
         if not (isinstance(sets, dict) and "target" in sets):
@@ -355,7 +355,7 @@ class EmoDnaTrainer(Trainer):
             for name, dataset in sets.items():
                 output = self.evaluation_loop(
                     self.get_eval_dataloader(dataset), description=f"Evaluation ({name})",
-                    prediction_loss_only=False, ignore_keys=PREDICTION_IGNORE_KEYS,
+                    prediction_loss_only=False, ignore_keys=[*PREDICTION_IGNORE_KEYS, "corpus_embeddings"],
                     metric_key_prefix=f"{metric_key_prefix}_{name}",
                 )
                 metrics.update(output.metrics)

@@ -13,11 +13,11 @@ Two things grow a process's resident set (RSS) while it reads Arrow files, altho
 - **Freed heap.** glibc keeps freed memory (per-shard `Dataset.map` bookkeeping, worker pools' threads' arenas)
   resident for reuse; `trim_heap` (`malloc_trim(0)`) returns whole free pages to the system.
 
-`release_memory` does both. It is called after every shard of a pass (`storage.map_to_disk`, `read_column`),
-every `RELEASE_EVERY_ROWS` training rows read (in whichever process reads them: dataloader workers included), and
-as many evaluation rows (in the main process) and at the end of each evaluation (`ReleaseMemoryCallback`).
-Measured costs and effects: docs/benchmarks.md, "Scale". Outside Linux (no `/proc/self/maps`, no glibc) both are
-no-ops.
+`release_memory` does both. It is called after every shard of a pass (`storage.map_to_disk`) and after each
+evaluation. The mapped pages alone are released every `RELEASE_EVERY_ROWS` rows that training reads (in whichever
+process reads them, dataloader workers included) and as many evaluation rows (`ReleaseMemoryCallback`, in the
+main process). Measured effects: docs/benchmarks.md, "Scale". Outside Linux (no `/proc/self/maps`, no glibc) both
+are no-ops.
 """
 
 from __future__ import annotations
@@ -82,12 +82,17 @@ def trim_heap() -> None:
         libc.malloc_trim(0)
 
 
-def release_memory() -> None:
-    """`release_mapped_pages()` and `trim_heap()`: what reading Arrow files left resident, given back."""
+def release_memory(trim: bool = True) -> None:
+    """`release_mapped_pages()` and (with `trim`) `trim_heap()`: what reading Arrow files left resident, given back.
+
+    Between training steps `trim=False`: the heap that a step frees, the next one takes again, and trimming it
+    would only make the next step fault its pages in afresh.
+    """
     if os.environ.get("EMODNA_HF_KEEP_PAGES"):  # to measure what releasing buys (benchmarks/scale.py)
         return
     release_mapped_pages()
-    trim_heap()
+    if trim:
+        trim_heap()
 
 
 class RowCounter:
@@ -100,7 +105,7 @@ class RowCounter:
         self.rows += rows
         if self.rows >= self.every:
             self.rows = 0
-            release_memory()
+            release_memory(trim=False)
 
 
 class ReleaseMemoryCallback(TrainerCallback):
