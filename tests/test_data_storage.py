@@ -59,3 +59,32 @@ def test_per_speaker_statistics_merged_across_shards_equal_those_of_all_frames(t
         for i in index:
             np.testing.assert_allclose(np.asarray(out[i]["input_features"]), (rows[i] - mean) / std, rtol=1e-5,
                                        atol=1e-5)
+
+
+def test_a_shard_of_a_split_opens_only_the_files_its_rows_live_in(tmp_path):
+    """A split (`select` of sorted rows) of a corpus in many files: each shard maps the files of its rows only,
+    with the same rows, columns and format; shuffled indices fall back to the whole table."""
+    from datasets import concatenate_datasets
+
+    from emodna_hf.data.storage import _rows, map_to_disk
+
+    parts = []
+    for part in range(5):  # five files of 100 rows: the shards of a decoded corpus
+        rows = Dataset.from_dict({"x": [np.full(8, 100 * part + i, np.float32) for i in range(100)],
+                                  "id": [f"u{100 * part + i}" for i in range(100)]})
+        rows.map(lambda batch: batch, batched=True, cache_file_name=str(tmp_path / f"part{part}.arrow"))
+        parts.append(Dataset.from_file(str(tmp_path / f"part{part}.arrow")))
+    corpus = concatenate_datasets(parts).add_column("corpus_id", [1] * 500)  # an in-memory column, as in assembly
+    kept = [i for i in range(500) if i % 7]  # a split: sorted rows, every file
+    split = corpus.select(kept).with_format("numpy", columns=["x", "id"])
+    shard = _rows(split, 100, 200)
+    assert len(shard.cache_files) <= 2 < len(split.cache_files)
+    assert shard.format == split.format
+    assert list(shard["id"]) == [f"u{i}" for i in kept[100:200]]
+    np.testing.assert_array_equal(np.asarray(shard["x"][:])[:, 0], np.array(kept[100:200], np.float32))
+    shuffled = corpus.shuffle(seed=0)
+    assert _rows(shuffled, 0, 10)["id"] == shuffled["id"][:10]
+
+    out = map_to_disk(split, lambda batch: {"y": [float(x[0]) + 0.5 for x in batch["x"]]}, cache_dir=tmp_path / "c",
+                      name="t", key="k", desc="t", shard_rows=64, batched=True).with_format(None)
+    assert list(out["y"][:]) == [i + 0.5 for i in kept] and list(out["corpus_id"][:]) == [1] * len(kept)

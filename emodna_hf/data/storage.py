@@ -28,8 +28,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 from datasets import Dataset, concatenate_datasets
 from datasets import config as datasets_config
+from datasets.table import InMemoryTable
 
 from .memory import release_memory
 
@@ -59,6 +62,28 @@ def fingerprint(*parts: Any) -> str:
     """A short stable hash of `parts` (their `repr`) and the cache format."""
     digest = hashlib.sha1(repr((CACHE_FORMAT, *parts)).encode())
     return digest.hexdigest()[:16]
+
+
+def _rows(dataset: Dataset, start: int, stop: int) -> Dataset:
+    """Rows `start..stop` of `dataset` through a fresh memory map (`_reopened`) of only the files that hold them.
+
+    A dataset with an indices mapping (a `select` of the rows of a split, say) keeps the whole table under its
+    indices, so a contiguous `select` of it still pickles, reopens and reads the headers of every file of the
+    corpus: per shard, work and memory in proportion to the corpus (~30 MB at 25k rows). The shard's table is
+    sliced to the span of rows its indices reach instead (the whole table when they are shuffled).
+    """
+    shard = dataset.select(range(start, stop))
+    if shard._indices is None or not len(shard):
+        return _reopened(shard)
+    rows = shard._indices.column(0).to_numpy().astype(np.int64)
+    low, high = int(rows.min()), int(rows.max()) + 1
+    spanned = Dataset(dataset.data.slice(low, high - low), info=dataset.info.copy(), split=dataset.split,
+                      indices_table=InMemoryTable(pa.table({"indices": pa.array(rows - low, pa.uint64())})),
+                      fingerprint=shard._fingerprint)
+    form = dataset.format
+    spanned = spanned.with_format(form["type"], columns=form["columns"],
+                                  output_all_columns=form["output_all_columns"], **form["format_kwargs"])
+    return _reopened(spanned)
 
 
 def _reopened(dataset: Dataset) -> Dataset:
@@ -106,7 +131,7 @@ def map_to_disk(
     shards = max(1, math.ceil(len(dataset) / shard_rows))
     parts = []
     for index in range(shards):
-        shard = _reopened(dataset.select(range(index * shard_rows, min(len(dataset), (index + 1) * shard_rows))))
+        shard = _rows(dataset, index * shard_rows, min(len(dataset), (index + 1) * shard_rows))
         parts.append(
             shard.map(
                 function,
@@ -141,5 +166,5 @@ def read_column(dataset: Dataset, name: str, shard_rows: int = SHARD_ROWS) -> li
         return dataset[name][:]
     values: list = []
     for start in range(0, len(dataset), shard_rows):
-        values += _reopened(dataset.select(range(start, min(len(dataset), start + shard_rows))))[name][:]
+        values += _rows(dataset, start, min(len(dataset), start + shard_rows))[name][:]
     return values
