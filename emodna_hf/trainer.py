@@ -27,7 +27,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput, Ev
 
 from .data.collator import UDADataCollator
 from .data.memory import ReleaseMemoryCallback, RowCounter
-from .data.stream_batches import SourceTargetStream
+from .data.stream_batches import SourceTargetStream, for_process
 from .data.streaming import is_streamed
 from .losses import grl_coefficient
 from .metrics import make_compute_metrics
@@ -157,10 +157,8 @@ def _stream_dataset(source, target, args: EmoDnaTrainingArguments) -> SourceTarg
     """The training rows when a corpus is streamed (see `emodna_hf.data.streaming` for what changes)."""
     if args.max_steps <= 0:
         raise ValueError("A streamed corpus has no length: set max_steps (training is defined by steps, not epochs).")
-    if args.world_size > 1:
-        raise ValueError("Streamed corpora train in a single process (split them per process with "
-                         "datasets.distributed.split_dataset_by_node, or load them map-style).")
     source, target = training_columns(source, target)
+    source, target = (for_process(side, args.process_index, args.world_size) for side in (source, target))
     return SourceTargetStream(source, target, rows_per_corpus=args.per_device_train_batch_size,
                               seed=args.data_seed if args.data_seed is not None else args.seed,
                               shuffle_buffer_size=args.shuffle_buffer_size)
@@ -290,7 +288,9 @@ class EmoDnaTrainer(Trainer):
             workers = shards
         loader = DataLoader(stream, batch_size=2 * self._train_batch_size, collate_fn=self.data_collator,
                             num_workers=workers, pin_memory=self.args.dataloader_pin_memory)
-        return self.accelerator.prepare(loader)
+        # accelerate would read an iterable loader on rank 0 only and split its batches between processes (which
+        # fails on batches padded to different lengths): each process reads its own part instead (`for_process`).
+        return self.accelerator.prepare(loader) if self.args.world_size == 1 else loader
 
     def _get_eval_dataset_columns(self, dataset: Dataset) -> Dataset:
         return _model_columns(dataset, "evaluation", require_labels=True)

@@ -1,6 +1,8 @@
 """Train the tiny model on toy corpora and save the final weights; run under `accelerate launch` or plain python.
 
-Usage: accelerate_check.py OUTPUT_DIR GRADIENT_ACCUMULATION_STEPS METHOD
+Usage: accelerate_check.py OUTPUT_DIR GRADIENT_ACCUMULATION_STEPS METHOD [stream]
+
+With `stream`, the target is an `IterableDataset` of 2 shards (each process reads its own).
 """
 
 import sys
@@ -13,6 +15,7 @@ from emodna_hf import EmoDnaForAudioClassification
 from emodna_hf.trainer import EmoDnaTrainer, EmoDnaTrainingArguments
 
 output_dir, accumulation, method = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+streamed = sys.argv[4:] == ["stream"]
 torch.manual_seed(0)
 # No dropout: processes draw different dropout masks than one process would, which is noise, not a bug.
 config = tiny_config(adaptation_method=method, encoder_dropout=0.0, tcn_dropout=0.0, pseudo_label_warmup=0.0,
@@ -23,8 +26,9 @@ args = EmoDnaTrainingArguments(
     learning_rate=3e-3, logging_steps=1, report_to="none", use_cpu=True, save_strategy="no", seed=0,
     disable_tqdm=True,
 )
+target = toy_corpus(1, 16, 35.0, seed=2, with_labels=False)
 trainer = EmoDnaTrainer(model=model, args=args, train_dataset=toy_corpus(0, 24, 0.0, seed=1),
-                        target_dataset=toy_corpus(1, 16, 35.0, seed=2, with_labels=False))
+                        target_dataset=target.to_iterable_dataset(num_shards=2) if streamed else target)
 trainer.train()
 if trainer.accelerator.is_main_process:
     save_file({k: v.contiguous() for k, v in trainer.model.state_dict().items()}, f"{output_dir}/final.safetensors")

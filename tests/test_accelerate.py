@@ -48,3 +48,23 @@ def test_two_processes_match_one_process_with_accumulation(tmp_path, method):
     untrained = EmoDnaForAudioClassification(tiny_config(adaptation_method=method)).state_dict()
     moved = max(float((single[k] - untrained[k]).abs().max()) for k in single if k in untrained)
     assert moved > 1e-3
+
+
+@pytest.mark.slow
+def test_a_streamed_target_trains_in_two_processes(tmp_path):
+    """Each process reads its own shard of the streamed target (`for_process`); accelerate does not dispatch."""
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", "0"]
+    output = _run([*launcher, str(SCRIPT), str(tmp_path / "two"), "1", "emodna", "stream"], tmp_path)
+    assert "WORLD_SIZE 2" in output
+    losses = [float(x) for x in output.split("LOSSES")[1].strip().strip("[]").split(",")]
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    trained = load_file(tmp_path / "two" / "final.safetensors")
+    from factories import tiny_config  # noqa: PLC0415
+
+    from emodna_hf import EmoDnaForAudioClassification  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    untrained = EmoDnaForAudioClassification(tiny_config()).state_dict()
+    assert max(float((trained[k] - untrained[k]).abs().max()) for k in trained if k in untrained) > 1e-3

@@ -164,3 +164,15 @@ def test_streamed_target_labels_are_never_read(tmp_path):
     for other in weights[1:]:
         for name, tensor in weights[0].items():
             torch.testing.assert_close(other[name], tensor, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("shards", [4, 3])  # 4: whole shards per process; 3: every other row of the stream
+def test_each_training_process_reads_its_own_disjoint_part_of_each_corpus(shards):
+    from emodna_hf.data.stream_batches import for_process
+
+    rows = Dataset.from_dict({"utt_id": [f"u{i}" for i in range(12)]})
+    for side in (rows.to_iterable_dataset(num_shards=shards), rows):
+        parts = [[row["utt_id"] for row in for_process(side, rank, 2)] for rank in range(2)]
+        assert not set(parts[0]) & set(parts[1])
+        assert sorted(parts[0] + parts[1]) == sorted(rows["utt_id"][:]) and len(parts[0]) == len(parts[1]) == 6
+    assert for_process(rows, 0, 1) is rows

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset, IterableDataset
+from datasets.distributed import split_dataset_by_node
 
 from .streaming import is_streamed
 
@@ -63,3 +64,17 @@ class SourceTargetStream(torch.utils.data.IterableDataset):
                 yield next(source)
             for _ in range(self.rows_per_corpus):
                 yield next(target)
+
+
+def for_process(side: Dataset | IterableDataset, rank: int, world_size: int) -> Dataset | IterableDataset:
+    """This process's part of one side when training runs in `world_size` processes (`accelerate launch`).
+
+    A stream is split by `datasets.distributed.split_dataset_by_node`: whole shards when `world_size` divides their
+    number, else every `world_size`-th row (each process then reads the whole stream and keeps its rows). A
+    map-style side keeps every `world_size`-th row. The parts are disjoint; each process builds its own mixed batches.
+    """
+    if world_size <= 1:
+        return side
+    if is_streamed(side):
+        return split_dataset_by_node(side, rank=rank, world_size=world_size)
+    return side.shard(num_shards=world_size, index=rank)
