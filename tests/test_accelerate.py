@@ -14,6 +14,19 @@ import torch
 from safetensors.torch import load_file
 
 SCRIPT = Path(__file__).with_name("accelerate_check.py")
+LAUNCH_TWO = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+
+
+def _moved(weights: dict[str, torch.Tensor], method: str) -> float:
+    """The largest change of any weight from the untrained model that accelerate_check.py starts from."""
+    from factories import tiny_config  # noqa: PLC0415
+
+    from emodna_hf import EmoDnaForAudioClassification  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    untrained = EmoDnaForAudioClassification(tiny_config(adaptation_method=method)).state_dict()
+    return max(float((weights[k] - untrained[k]).abs().max()) for k in weights if k in untrained)
 
 
 def _run(command: list[str], cwd: Path) -> str:
@@ -26,10 +39,7 @@ def _run(command: list[str], cwd: Path) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["emodna", "dann"])
 def test_two_processes_match_one_process_with_accumulation(tmp_path, method):
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--main_process_port", "0"]
-    two = _run([*launcher, str(SCRIPT), str(tmp_path / "two"), "1", method], tmp_path)
+    two = _run([*LAUNCH_TWO, str(SCRIPT), str(tmp_path / "two"), "1", method], tmp_path)
     one = _run([sys.executable, str(SCRIPT), str(tmp_path / "one"), "2", method], tmp_path)
     assert "WORLD_SIZE 2" in two and "WORLD_SIZE 1" in one
     distributed, single = load_file(tmp_path / "two" / "final.safetensors"), load_file(tmp_path / "one" / "final.safetensors")
@@ -39,32 +49,14 @@ def test_two_processes_match_one_process_with_accumulation(tmp_path, method):
             assert torch.isfinite(distributed[name]).all()
             continue
         torch.testing.assert_close(distributed[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
-    # Sanity: training moved the weights (a run that did nothing would also "match").
-    from factories import tiny_config  # noqa: PLC0415
-
-    from emodna_hf import EmoDnaForAudioClassification  # noqa: PLC0415
-
-    torch.manual_seed(0)
-    untrained = EmoDnaForAudioClassification(tiny_config(adaptation_method=method)).state_dict()
-    moved = max(float((single[k] - untrained[k]).abs().max()) for k in single if k in untrained)
-    assert moved > 1e-3
+    assert _moved(single, method) > 1e-3  # training moved the weights (a run that did nothing would also "match")
 
 
 @pytest.mark.slow
 def test_a_streamed_target_trains_in_two_processes(tmp_path):
     """Each process reads its own shard of the streamed target (`for_process`); accelerate does not dispatch."""
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--main_process_port", "0"]
-    output = _run([*launcher, str(SCRIPT), str(tmp_path / "two"), "1", "emodna", "stream"], tmp_path)
+    output = _run([*LAUNCH_TWO, str(SCRIPT), str(tmp_path / "two"), "1", "emodna", "stream"], tmp_path)
     assert "WORLD_SIZE 2" in output
     losses = [float(x) for x in output.split("LOSSES")[1].strip().strip("[]").split(",")]
     assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
-    trained = load_file(tmp_path / "two" / "final.safetensors")
-    from factories import tiny_config  # noqa: PLC0415
-
-    from emodna_hf import EmoDnaForAudioClassification  # noqa: PLC0415
-
-    torch.manual_seed(0)
-    untrained = EmoDnaForAudioClassification(tiny_config()).state_dict()
-    assert max(float((trained[k] - untrained[k]).abs().max()) for k in trained if k in untrained) > 1e-3
+    assert _moved(load_file(tmp_path / "two" / "final.safetensors"), "emodna") > 1e-3
