@@ -113,6 +113,6 @@ def test_training_and_evaluation_leave_no_corpus_pages_resident(tmp_path, monkey
     assert np.isfinite(metrics["eval_target_uar"])
     resident = resident_kb(str(tmp_path))
     if keep_pages:
-        assert resident > 8000  # both corpora were read whole by the evaluation
+        assert resident > 6000  # both corpora (8.2 MB) were read whole by the evaluation
     else:
         assert resident < 1000
