@@ -66,7 +66,7 @@ def release_mapped_pages(suffix: str = ".arrow") -> int:
         fields = line.split(maxsplit=5)
         if len(fields) < 6 or "w" in fields[1]:
             continue
-        path = fields[5].rstrip("\n").removesuffix(" (deleted)")
+        path = fields[5].removesuffix(" (deleted)")  # splitlines() already took the newline
         if not path.endswith(suffix):
             continue
         start, end = (int(address, 16) for address in fields[0].split("-"))
