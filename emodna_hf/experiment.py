@@ -33,6 +33,7 @@ from .arguments import (  # noqa: F401 (re-exported)
 from .card import card_info, corpus_info, make_model_card, versions
 from .config_files import ParsedArgs, build_parser, load_config_file, parse_args  # noqa: F401 (re-exported)
 from .data import UDAData
+from .data.feature_store import STORE_COUNTS
 from .data.streaming import is_streamed
 from .evaluation import (  # noqa: F401 (re-exported)
     Evaluation,
@@ -168,6 +169,7 @@ def run_experiment(
     model = build_model(model_args, data.label_names, data.corpus_names, data_args.sampling_rate)
     feature_extractor = create_feature_extractor(model.config)
     model.to(args.device)  # feature caching runs the backbone: on the training device
+    counted = dict(STORE_COUNTS)
     with args.main_process_first(desc="preparing inputs"):
         inputs, cached = prepare_inputs(data, model, feature_extractor, model_args.cache_features,
                                         batch_size=args.per_device_eval_batch_size,
@@ -227,6 +229,8 @@ def run_experiment(
         "runtime_s": train_metrics.get("train_runtime"), "loss": train_metrics.get("train_loss"),
         "steps": train_result.global_step, "epochs": train_metrics.get("epoch"),
         "cached_features": cached, "speaker_normalization": data_args.speaker_normalization,
+        # Rows whose features this run computed, and those read from the feature store (computed before).
+        "features": {name: STORE_COUNTS[name] - counted.get(name, 0) for name in ("computed", "reused")},
     }
     record["data"] = {
         name: {k: info[k] for k in ("source_kind", "n", "classes", "dropped", "skipped_audio")}

@@ -16,6 +16,7 @@ import torch
 from datasets import Array2D, Dataset, IterableDataset, List, Value
 
 from .collator import UDADataCollator
+from .feature_store import STORE_COUNTS, FeatureStore
 from .storage import CACHE_FORMAT, SHARD_ROWS, _reopened, map_to_disk, resolve_cache_dir
 from .streaming import is_streamed
 
@@ -42,41 +43,50 @@ def cache_features(
 ) -> Dataset:
     """Add `input_features` = `model.compute_cacheable_features(input_values)` to every row.
 
-    Each row keeps only its valid frames: `(frames, features)` for `tcn` (stored as a variable-length
-    `Array2D`), `(layers, frames, hidden)` for SSL backbones (nested lists). `input_values` is dropped unless
-    `keep_input_values`, because the collator prefers waveforms when both are present. The model runs in eval
-    mode on its own device, without gradients, and is returned to its previous mode.
+    Each row keeps only its valid frames: `(frames, features)` for `tcn` and `opensmile` (stored as a
+    variable-length `Array2D`), `(layers, frames, hidden)` for SSL backbones (nested lists). `input_values` is
+    dropped unless `keep_input_values`, because the collator prefers waveforms when both are present. The model
+    runs in eval mode on its own device, without gradients, and is returned to its previous mode.
 
-    With a `cache_dir` (`"auto"`: `storage.default_cache_dir()`) the features are written there in Arrow files,
-    shard by shard, named by a fingerprint of the dataset, the cached part's config and weights: a second run
-    reads them. `num_proc` worker processes share each shard (CPU models only: a CUDA context does not survive
-    the fork).
+    With a `cache_dir` (`"auto"`: `storage.default_cache_dir()`) features live in a content-addressed store
+    there (`feature_store.FeatureStore`: one entry per waveform content and front end, whatever the split, role,
+    label scheme or direction), so each utterance's features are computed once; the rows' features are then
+    gathered into Arrow files named by the dataset's fingerprint. `num_proc` worker processes compute missing
+    features (CPU models only: a CUDA context does not survive the fork); `None` picks
+    `default_feature_workers(model)`. Without a `cache_dir` the features are computed in memory.
     """
     if is_streamed(dataset):
         return _stream_features(dataset, model, batch_size, keep_input_values)
-    fingerprint = _fingerprint(dataset, model, keep_input_values)
+    front_end_key = _front_end_key(model)
+    fingerprint = hashlib.sha1(f"{dataset._fingerprint}{keep_input_values}{front_end_key}".encode()).hexdigest()[:16]
     if fingerprint in _MEMO:
         _MEMO.move_to_end(fingerprint)
         return _MEMO[fingerprint]
     device = next(model.parameters()).device
+    workers = (num_proc if num_proc is not None else default_feature_workers(model)) if device.type == "cpu" else None
+    folder = resolve_cache_dir(cache_dir) if cache_dir is not None else None
     was_training = model.training
     model.eval()
     try:
-        features, remove = _output_features(dataset, model, device, dataset[0], keep_input_values)
-        cached = map_to_disk(
-            dataset.with_format("numpy", columns=["input_values"], output_all_columns=True),
-            lambda batch: {"input_features": _compute(model, list(batch["input_values"]), device)},
-            cache_dir=resolve_cache_dir(cache_dir) if cache_dir is not None else None,
-            name="features",
-            # Hashing the closure would pickle the whole model; the config and weights identify the work.
-            key=fingerprint,
-            desc="Caching backbone features",
-            num_proc=num_proc if device.type == "cpu" else None,
-            batched=True,
-            batch_size=batch_size,
-            remove_columns=remove,
-            features=features,
-        ).with_format(None)
+        features, remove = _output_features(dataset, model, device, keep_input_values)
+        if folder is not None:
+            store = FeatureStore(folder, front_end_key, features["input_features"])
+            cached = store.features_for(
+                dataset, lambda waves: _compute(model, waves, device), output_name="cached",
+                keep_input_values=keep_input_values, batch_size=batch_size, num_proc=workers,
+                desc=f"Computing {model.config.backbone_type} features",
+            )
+        else:
+            cached = map_to_disk(
+                dataset.with_format("numpy", columns=["input_values"], output_all_columns=True),
+                lambda batch: {"input_features": _compute(model, list(batch["input_values"]), device)},
+                cache_dir=None, name="features",
+                # Hashing the closure would pickle the whole model; the config and weights identify the work.
+                key=fingerprint, desc="Caching backbone features", num_proc=workers, batched=True,
+                batch_size=batch_size, remove_columns=remove, features=features,
+            )
+            STORE_COUNTS["computed"] += len(dataset)
+        cached = cached.with_format(None)
         _MEMO[fingerprint] = cached
         if len(_MEMO) > _MEMO_SIZE:
             _MEMO.popitem(last=False)
@@ -85,9 +95,20 @@ def cache_features(
         model.train(was_training)
 
 
-def _output_features(dataset, model, device: torch.device, row: dict, keep_input_values: bool):
-    """The features of the cached dataset (the layout probed on `row`) and the columns it drops."""
-    probe = _compute(model, [np.asarray(row["input_values"], np.float32)], device)[0]
+def default_feature_workers(model) -> int:
+    """Worker processes for computing features when none are asked for: one per available core (at most 8) for
+    openSMILE, whose C++ extraction is single-threaded; 1 for torch front ends, which use the cores already."""
+    if model.config.backbone_type != "opensmile":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores))
+
+
+def _output_features(dataset, model, device: torch.device, keep_input_values: bool):
+    """The features of the cached dataset and the columns it drops. The layout depends on the model alone: it is
+    probed on half a second of noise (not on a row, which would be one more extraction)."""
+    noise = 0.1 * np.random.default_rng(0).standard_normal(model.config.sampling_rate // 2).astype(np.float32)
+    probe = _compute(model, [noise], device)[0]
     if probe.ndim == 2:
         feature = Array2D(shape=(None, probe.shape[1]), dtype="float32")
     else:
@@ -114,9 +135,7 @@ def _stream_features(stream: IterableDataset, model, batch_size: int, keep_input
         finally:
             model.train(was_training)
 
-    # The layout depends on the model alone: probe it on noise rather than read (and decode) the stream's first row.
-    noise = 0.1 * np.random.default_rng(0).standard_normal(model.config.sampling_rate // 2).astype(np.float32)
-    features, remove = _output_features(stream, model, device, {"input_values": noise}, keep_input_values)
+    features, remove = _output_features(stream, model, device, keep_input_values)
     return stream.map(compute, batched=True, batch_size=batch_size, remove_columns=remove, features=features)
 
 
@@ -133,10 +152,12 @@ def _compute(model, waves: list[np.ndarray], device: torch.device) -> list[np.nd
     ]
 
 
-def _fingerprint(dataset: Dataset, model, keep_input_values: bool) -> str:
-    # The package versions: openSMILE's functionals and torch's MFCC kernels may change between releases.
+def _front_end_key(model) -> str:
+    """What determines the cached part's output besides the waveform: its config fields, weights and buffers,
+    and the versions of the libraries that compute it (openSMILE's functionals and torch's MFCC kernels may
+    change between releases)."""
     versions = [getattr(sys.modules.get(name), "__version__", None) for name in ("opensmile", "torch")]
-    digest = hashlib.sha1(f"{dataset._fingerprint}{keep_input_values}{versions}{CACHE_FORMAT}".encode())
+    digest = hashlib.sha1(f"{versions}{CACHE_FORMAT}".encode())
     config = model.config.to_dict()
     digest.update(repr([(name, config.get(name)) for name in _CACHED_PART_FIELDS]).encode())
     # Only the cached part's weights and buffers: the freshly initialised heads must not invalidate a cache.

@@ -120,6 +120,7 @@ def map_to_disk(
         shard_rows: rows per shard (see the module docstring); each shard is one file.
         num_proc: worker processes per shard (`Dataset.map(num_proc=...)`); the shard is split between them.
         map_kwargs: the other `Dataset.map` arguments (`batched`, `batch_size`, `features`, `fn_kwargs`, ...).
+            With `with_indices=True` the function receives row indices of the whole `dataset`, not of a shard.
 
     Returns:
         The mapped dataset, memory-mapped from its files (a concatenation of the shards' datasets).
@@ -131,10 +132,11 @@ def map_to_disk(
     shards = max(1, math.ceil(len(dataset) / shard_rows))
     parts = []
     for index in range(shards):
-        shard = _rows(dataset, index * shard_rows, min(len(dataset), (index + 1) * shard_rows))
+        start = index * shard_rows
+        shard = _rows(dataset, start, min(len(dataset), start + shard_rows))
         parts.append(
             shard.map(
-                function,
+                _Offset(function, start) if map_kwargs.get("with_indices") else function,
                 cache_file_name=str(cache_dir / f"{name}-{key}-{index:05d}-of-{shards:05d}.arrow"),
                 new_fingerprint=f"{key}-{index}-{shards}",
                 num_proc=_workers(num_proc, len(shard)),
@@ -146,6 +148,17 @@ def map_to_disk(
         gc.collect()  # a dataset can sit in a reference cycle: unmap its pages now, not at some later collection
         release_memory()  # the result's record-batch headers, read when it was opened; the pass's freed heap
     return parts[0] if shards == 1 else concatenate_datasets(parts)
+
+
+class _Offset:
+    """`function` called with indices of the whole dataset: a shard's indices start at 0, so `start` is added."""
+
+    def __init__(self, function: Callable, start: int):
+        self.function, self.start = function, start
+
+    def __call__(self, batch: Any, indices: Any, *args: Any, **kwargs: Any) -> Any:
+        shifted = [i + self.start for i in indices] if isinstance(indices, list) else indices + self.start
+        return self.function(batch, shifted, *args, **kwargs)
 
 
 def _workers(num_proc: int | None, rows: int) -> int | None:
