@@ -15,34 +15,36 @@ Each is deterministic (the seed is recorded but changes nothing). Used by `cross
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 
-from emodna_hf.data import UDAData
+from emodna_hf.data import UDAData, cache_features
 from emodna_hf.data.labels import column_values
 from emodna_hf.metrics import classification_metrics
-from emodna_hf.modeling.opensmile_emodna import OpenSmileFunctionals
+from emodna_hf.modeling import EmoDnaConfig, EmoDnaForAudioClassification
+from emodna_hf.modeling.opensmile_emodna import OPENSMILE_FEATURE_SETS
 
 CLASSICAL_METHODS = ("egemaps_lr_source", "egemaps_lr_corpus", "target_supervised")
 _FEATURES: dict[str, np.ndarray] = {}  # by dataset fingerprint: every method and seed of a direction shares them
 
 
-def functionals(dataset, sampling_rate: int, feature_set: str = "eGeMAPSv02") -> np.ndarray:
-    """`(rows, n_features)` openSMILE functionals of a dataset's `input_values` (raw waveforms)."""
+def functionals(dataset, sampling_rate: int, feature_set: str = "eGeMAPSv02", cache_dir=None,
+                num_proc: int | None = None) -> np.ndarray:
+    """`(rows, n_features)` openSMILE functionals of a dataset's `input_values` (raw waveforms).
+
+    Computed by the model's own `opensmile` front end through `cache_features`: with a `cache_dir`, from the
+    same content-addressed feature store as the deep methods' runs (each utterance extracted once in all)."""
     key = f"{dataset._fingerprint}-{sampling_rate}-{feature_set}"
     if key not in _FEATURES:
-        front_end = OpenSmileFunctionals(SimpleNamespace(opensmile_feature_set=feature_set,
-                                                         sampling_rate=sampling_rate))
-        rows = [
-            front_end(torch.as_tensor(np.asarray(wave, np.float32))[None])[0][0, 0].numpy()
-            for wave in column_values(dataset, "input_values")
-        ]
-        _FEATURES[key] = np.stack(rows) if rows else np.zeros((0, front_end.output_size), np.float32)
+        if not len(dataset):
+            return np.zeros((0, OPENSMILE_FEATURE_SETS[feature_set]), np.float32)
+        model = EmoDnaForAudioClassification(EmoDnaConfig(backbone_type="opensmile", sampling_rate=sampling_rate,
+                                                          opensmile_feature_set=feature_set))
+        cached = cache_features(dataset, model, cache_dir=cache_dir, num_proc=num_proc)
+        _FEATURES[key] = np.stack([np.asarray(row, np.float32)[0] for row in column_values(cached, "input_features")])
     return _FEATURES[key]
 
 
@@ -78,7 +80,7 @@ def run_classical(method: str, data: UDAData, sampling_rate: int, seed: int = 0,
         raise ValueError(f"Unknown classical method {method!r}; expected one of {CLASSICAL_METHODS}.")
     label_names = list(data.label_names)
     def features(dataset):
-        values = functionals(dataset, sampling_rate)
+        values = functionals(dataset, sampling_rate, cache_dir=data.cache_dir, num_proc=data.num_proc)
         return _per_speaker(values, dataset) if speaker_normalization else values
 
     target = features(data.target_eval)

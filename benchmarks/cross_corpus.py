@@ -183,6 +183,39 @@ def load_settings(config: str, corpora: list[str], recipe_argv: list[str]):
     return corpus_keys, entries, base_model, base_data, base_training
 
 
+def extract_up_front(corpora: list[dict[str, Any]], base_model, base_data, corpus_keys: set[str]) -> float:
+    """Every corpus decoded and its features put in the feature store once, before any run (returns seconds).
+
+    Each corpus is read whole (all its utterances, as a target is), with the workers
+    `emodna_hf.data.features.default_feature_workers` picks (openSMILE: one per core) unless
+    `--preprocessing_num_workers` is given; every direction, split, method and seed then reads the store. Skipped
+    when the features are not cached (a fine-tuned SSL backbone) or when nothing is cached on disk.
+    """
+    from emodna_hf.data import cache_features, load_corpus
+    from emodna_hf.data.labels import SCHEMES
+    from emodna_hf.data.storage import resolve_cache_dir
+    from emodna_hf.experiment import build_model
+    from emodna_hf.feature_extraction import create_feature_extractor
+    from emodna_hf.preparation import normalize_waveforms
+
+    started = time.time()
+    model = build_model(base_model, list(SCHEMES[base_data.scheme]), [c["name"] for c in corpora],
+                        base_data.sampling_rate)
+    if (model.config.uses_ssl_backbone and not model.config.freeze_backbone) or base_model.cache_features is False \
+            or resolve_cache_dir(base_data.audio_cache_dir) is None:
+        return 0.0
+    extractor = create_feature_extractor(model.config)
+    for corpus in corpora:
+        spec = direction_args(base_data, corpora[0 if corpus is not corpora[0] else 1], corpus, corpus_keys).target_spec()
+        dataset, _ = load_corpus(spec, scheme=base_data.scheme, sampling_rate=base_data.sampling_rate,
+                                 max_duration_s=base_data.max_duration_s, cache_dir=base_data.audio_cache_dir,
+                                 num_proc=base_data.preprocessing_num_workers, require_labels=False)
+        dataset = normalize_waveforms(dataset, extractor, f"Normalising {corpus['name']}",
+                                      cache_dir=base_data.audio_cache_dir, num_proc=base_data.preprocessing_num_workers)
+        cache_features(dataset, model, cache_dir=base_data.audio_cache_dir, num_proc=base_data.preprocessing_num_workers)
+    return time.time() - started
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -331,6 +364,9 @@ def main(argv: list[str] | None = None) -> None:
     ]
     total = len(directions) * len(args.methods) * len(args.seeds)
     count = total - sum(len(todo) for _, _, todo in plan)
+    if count < total:
+        seconds = extract_up_front(corpora, base_model, base_data, corpus_keys)
+        print(f"Features of {len(corpora)} corpora in the feature store ({seconds:.0f} s)", flush=True)
     for source, target, todo in plan:
         if not todo:
             continue

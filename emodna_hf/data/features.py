@@ -20,11 +20,14 @@ from .feature_store import STORE_COUNTS, FeatureStore
 from .storage import CACHE_FORMAT, SHARD_ROWS, _reopened, map_to_disk, resolve_cache_dir
 from .streaming import is_streamed
 
-# Config fields that decide what the cached part computes (the heads' and the method's fields do not).
-_CACHED_PART_FIELDS = (
-    "backbone_type", "backbone_config", "sampling_rate", "freeze_backbone", "opensmile_feature_set", "n_fft",
-    "win_length_ms", "hop_length_ms", "n_mels", "n_mfcc", "f_min", "f_max", "cepstral_mean_normalization",
-)
+# Config fields that decide what each front end's cached part computes (the heads' and the method's fields do not):
+# a model with other heads, or another backbone's unused settings, reads the same feature store.
+_CACHED_PART_FIELDS = {
+    "opensmile": ("backbone_type", "sampling_rate", "opensmile_feature_set"),
+    "tcn": ("backbone_type", "sampling_rate", "n_fft", "win_length_ms", "hop_length_ms", "n_mels", "n_mfcc",
+            "f_min", "f_max", "cepstral_mean_normalization"),
+}
+_SSL_CACHED_PART_FIELDS = ("backbone_type", "backbone_config", "sampling_rate", "freeze_backbone")
 # Datasets cached in this process, by fingerprint: the runs of a benchmark (methods × seeds on one direction)
 # share their corpora, and recomputing e.g. openSMILE functionals would dominate their cost. Arrow tables in
 # memory are shared, not copied.
@@ -159,7 +162,8 @@ def _front_end_key(model) -> str:
     versions = [getattr(sys.modules.get(name), "__version__", None) for name in ("opensmile", "torch")]
     digest = hashlib.sha1(f"{versions}{CACHE_FORMAT}".encode())
     config = model.config.to_dict()
-    digest.update(repr([(name, config.get(name)) for name in _CACHED_PART_FIELDS]).encode())
+    fields = _CACHED_PART_FIELDS.get(model.config.backbone_type, _SSL_CACHED_PART_FIELDS)
+    digest.update(repr([(name, config.get(name)) for name in fields]).encode())
     # Only the cached part's weights and buffers: the freshly initialised heads must not invalidate a cache.
     cached_part = model.backbone if model.config.uses_ssl_backbone else model.backbone.front_end
     with torch.no_grad():
