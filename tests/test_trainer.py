@@ -172,3 +172,20 @@ def test_held_out_source_is_evaluated_under_its_own_statistics(tmp_path):
     assert not np.allclose(own, as_target.numpy(), atol=1e-3)
     trainer.eval_corpus_statistics = False  # e.g. a saved model on new corpora: the target's statistics
     np.testing.assert_allclose(trainer.predict(source).predictions, as_target.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_batched_row_reads_equal_row_by_row_reads():
+    """torch's fetcher calls `__getitems__` for a whole batch: the rows and their order are those of
+    `__getitem__`, across the source/target boundary, with target labels still dropped."""
+    from factories import toy_corpus
+
+    from emodna_hf.trainer import UDATrainDataset
+
+    source, target = toy_corpus(0, 6, 0.0, seed=0), toy_corpus(1, 5, 30.0, seed=1)
+    dataset = UDATrainDataset(source, target)
+    indices = [9, 0, 6, 3, 10, 5, 7]
+    batched = dataset.__getitems__(indices)
+    one_by_one = [dataset[i] for i in indices]
+    assert batched == one_by_one
+    assert all("labels" not in row for row in batched[:1] + batched[2:3] + batched[4:5])
+    assert "labels" in batched[1]

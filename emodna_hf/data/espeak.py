@@ -35,6 +35,7 @@ import soxr
 from datasets import Dataset
 from scipy import signal
 
+from .storage import cached_generation
 from .synthetic import _FS, _REF_RMS, EMOTIONS, _channel, _noise_bank, _room_impulse_response, corpus_dataset
 from .synthetic import _SOURCE_CRC as _SYNTHETIC_CRC
 
@@ -205,12 +206,14 @@ def make_espeak_corpus(
     seed: int = 0,
     n_per_class_per_speaker: int | None = None,
     n_speakers: int | None = None,
+    cache_dir: Path | None = None,
 ) -> Dataset:
     """Generate an espeak-ng corpus as a `datasets.Dataset`, with the columns of `make_synthetic_corpus`.
 
     Each speaker reads `4 * n_per_class_per_speaker` utterances split over the classes by the preset's
     `priors` (largest remainder). Every utterance has its own random stream keyed by (speaker, emotion,
-    index), so changing the sizes keeps the utterances both sizes share.
+    index), so changing the sizes keeps the utterances both sizes share. With a `cache_dir`, the corpus is saved
+    there and read back next time (`storage.cached_generation`).
     """
     if isinstance(preset, str):
         if preset not in ESPEAK_PRESETS:
@@ -223,24 +226,29 @@ def make_espeak_corpus(
             n_speakers=n_speakers or preset.n_speakers,
         )
     version = espeak_version()
-    counts = _class_counts(preset.priors, 4 * preset.n_per_class_per_speaker)
-    key = [seed, zlib.crc32(preset.name.encode())]
-    noise = _noise_bank(preset, np.random.default_rng([*key, 0]))
-    arrays, emotions, speakers, utt_ids = [], [], [], []
-    for s in range(preset.n_speakers):
-        speaker = _make_speaker(preset, s, np.random.default_rng([*key, 1, s]))
-        for e, emotion in enumerate(EMOTIONS):
-            for k in range(counts[e]):
-                rng = np.random.default_rng([*key, 2, s, e, k])
-                arrays.append(_utterance(preset, speaker, emotion, noise, rng))
-                emotions.append(preset.labels[e])
-                speakers.append(f"spk{s:02d}")
-                utt_ids.append(f"{preset.name}-spk{s:02d}-{emotion}-{k:03d}")
     # As in make_synthetic_corpus, plus synthetic.py (room, noise, channel) and the espeak-ng version: another
     # build may render other samples.
     settings = repr((ESPEAK_EMOTIONS, SENTENCES, preset, seed, version, _SYNTHETIC_CRC)).encode()
-    return corpus_dataset(arrays, emotions, speakers, utt_ids, preset.sampling_rate, preset.name,
-                          fingerprint=f"{_SOURCE_CRC:08x}{zlib.crc32(settings):08x}")
+    fingerprint = f"{_SOURCE_CRC:08x}{zlib.crc32(settings):08x}"
+
+    def generate() -> Dataset:
+        counts = _class_counts(preset.priors, 4 * preset.n_per_class_per_speaker)
+        key = [seed, zlib.crc32(preset.name.encode())]
+        noise = _noise_bank(preset, np.random.default_rng([*key, 0]))
+        arrays, emotions, speakers, utt_ids = [], [], [], []
+        for s in range(preset.n_speakers):
+            speaker = _make_speaker(preset, s, np.random.default_rng([*key, 1, s]))
+            for e, emotion in enumerate(EMOTIONS):
+                for k in range(counts[e]):
+                    rng = np.random.default_rng([*key, 2, s, e, k])
+                    arrays.append(_utterance(preset, speaker, emotion, noise, rng))
+                    emotions.append(preset.labels[e])
+                    speakers.append(f"spk{s:02d}")
+                    utt_ids.append(f"{preset.name}-spk{s:02d}-{emotion}-{k:03d}")
+        return corpus_dataset(arrays, emotions, speakers, utt_ids, preset.sampling_rate, preset.name,
+                              fingerprint=fingerprint)
+
+    return cached_generation(fingerprint, cache_dir, generate)
 
 
 def _class_counts(priors: tuple[float, ...], total: int) -> list[int]:

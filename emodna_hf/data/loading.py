@@ -135,7 +135,8 @@ def load_corpus(
     if spec.streaming or isinstance(spec.source, IterableDataset):
         return load_streaming_corpus(spec, scheme=scheme, sampling_rate=sampling_rate, max_duration_s=max_duration_s,
                                      require_labels=require_labels)
-    raw, kind = _open_source(spec)
+    folder = resolve_cache_dir(cache_dir) if cache_dir is not None else None
+    raw, kind = _open_source(spec, folder)
     audio_column = _resolve_audio_column(raw, spec, kind)
     if isinstance(raw.features[audio_column], Audio):
         # datasets would decode with torchcodec, which this package does not need: read the bytes ourselves
@@ -183,7 +184,6 @@ def load_corpus(
     features["audio_error"] = Value("string")
     # Hub and saved datasets already live in Arrow files: without a cache_dir, 🤗 datasets caches the decoded audio
     # next to them as before; local sources are decoded in memory unless a cache_dir is given.
-    folder = resolve_cache_dir(cache_dir) if cache_dir is not None else None
     decoded = map_to_disk(
         dataset.with_format("numpy"),
         _decode_batch,

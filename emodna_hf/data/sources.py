@@ -24,8 +24,9 @@ _SPLIT_DIRS = frozenset({"train", "test", "validation", "valid", "dev", "eval"})
 _FILE_COLUMNS = ("file_name", "path", "audio", "file", "filename", "wav")
 
 
-def _open_source(spec: CorpusSpec) -> tuple[Dataset, str]:
-    """The corpus as a `Dataset` with an audio column, and which kind of source it came from."""
+def _open_source(spec: CorpusSpec, cache_dir: Path | None = None) -> tuple[Dataset, str]:
+    """The corpus as a `Dataset` with an audio column, and which kind of source it came from (a generated corpus
+    is saved in `cache_dir`, when given, and read from there next time)."""
     source = spec.source
     if isinstance(source, Dataset):
         return source, "dataset"
@@ -33,7 +34,7 @@ def _open_source(spec: CorpusSpec) -> tuple[Dataset, str]:
         return _pick_split(source, spec), "dataset"
     text = os.fspath(source)
     if text.startswith("synthetic:"):
-        return make_synthetic_corpus(text.split(":", 1)[1], **spec.load_kwargs), "synthetic"
+        return make_synthetic_corpus(text.split(":", 1)[1], cache_dir=cache_dir, **spec.load_kwargs), "synthetic"
     path = Path(text)
     if path.is_file():
         suffix = path.suffix.lower()

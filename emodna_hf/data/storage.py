@@ -24,6 +24,7 @@ import hashlib
 import math
 import os
 import pickle
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,29 @@ def fingerprint(*parts: Any) -> str:
     """A short stable hash of `parts` (their `repr`) and the cache format."""
     digest = hashlib.sha1(repr((CACHE_FORMAT, *parts)).encode())
     return digest.hexdigest()[:16]
+
+
+def cached_generation(fingerprint: str, cache_dir: Path | None, generate: Callable[[], Dataset]) -> Dataset:
+    """A generated corpus (`generate()`) saved in `cache_dir/generated-<fingerprint>/` and read from there next time.
+
+    `fingerprint` must name everything the samples depend on (the generator's code, preset, seed and sizes, the
+    versions of external programs): the generators compute it before generating. The dataset is saved to a
+    temporary folder first, then renamed, so a concurrent process never reads half a corpus; the loaded dataset
+    keeps `fingerprint` (`Dataset.save_to_disk` stores it), so the caches keyed on it stay valid.
+    """
+    if cache_dir is None:
+        return generate()
+    path = cache_dir / f"generated-{fingerprint}"
+    if not (path / "state.json").is_file():
+        dataset = generate()
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = cache_dir / f".generated-{fingerprint}-{os.getpid()}"
+        dataset.save_to_disk(str(partial))
+        try:
+            os.rename(partial, path)
+        except OSError:  # another process saved it first: keep theirs
+            shutil.rmtree(partial, ignore_errors=True)
+    return Dataset.load_from_disk(str(path))
 
 
 def _rows(dataset: Dataset, start: int, stop: int) -> Dataset:
@@ -145,7 +169,8 @@ def map_to_disk(
             )
         )
         del shard
-        gc.collect()  # a dataset can sit in a reference cycle: unmap its pages now, not at some later collection
+        if shards > 1:  # a one-shard pass maps at most `shard_rows` rows: not worth a full collection (~0.5 s)
+            gc.collect()  # a dataset can sit in a reference cycle: unmap its pages now, not at some later one
         release_memory()  # the result's record-batch headers, read when it was opened; the pass's freed heap
     return parts[0] if shards == 1 else concatenate_datasets(parts)
 

@@ -26,6 +26,8 @@ import soxr
 from datasets import Dataset, Features, List, Value
 from scipy import signal
 
+from .storage import cached_generation
+
 EMOTIONS = ("angry", "happy", "neutral", "sad")
 
 _FS = 16000  # internal synthesis rate; the corpus rate is reached by resampling after the room, before noise
@@ -181,6 +183,7 @@ def make_synthetic_corpus(
     seed: int = 0,
     n_per_class_per_speaker: int | None = None,
     n_speakers: int | None = None,
+    cache_dir: Path | None = None,
 ) -> Dataset:
     """Generate a synthetic corpus as a `datasets.Dataset`.
 
@@ -189,12 +192,13 @@ def make_synthetic_corpus(
     and `utt_id` (unique across presets). The same preset, seed and sizes always give identical arrays;
     every utterance has its own random stream, so changing the sizes keeps the utterances both sizes share.
     The espeak-ng presets (`emodna_hf.data.espeak.ESPEAK_PRESETS`) are delegated to `make_espeak_corpus`.
+    With a `cache_dir`, the corpus is saved there and read back next time (`storage.cached_generation`).
     """
     if isinstance(preset, str):
         from .espeak import ESPEAK_PRESETS, make_espeak_corpus  # lazy: espeak.py imports this module
 
         if preset in ESPEAK_PRESETS:
-            return make_espeak_corpus(preset, seed, n_per_class_per_speaker, n_speakers)
+            return make_espeak_corpus(preset, seed, n_per_class_per_speaker, n_speakers, cache_dir=cache_dir)
         if preset not in PRESETS:
             raise ValueError(
                 f"Unknown synthetic preset {preset!r}; known presets: {sorted(PRESETS)} (source-filter) and "
@@ -207,23 +211,27 @@ def make_synthetic_corpus(
             n_per_class_per_speaker=n_per_class_per_speaker or preset.n_per_class_per_speaker,
             n_speakers=n_speakers or preset.n_speakers,
         )
-    key = [seed, zlib.crc32(preset.name.encode())]
-    noise = _noise_bank(preset, np.random.default_rng([*key, 0]))
-    arrays, emotions, speakers, utt_ids = [], [], [], []
-    for s in range(preset.n_speakers):
-        speaker = _make_speaker(preset, np.random.default_rng([*key, 1, s]))
-        for e, emotion in enumerate(EMOTIONS):
-            for k in range(preset.n_per_class_per_speaker):
-                rng = np.random.default_rng([*key, 2, s, e, k])
-                arrays.append(_utterance(preset, speaker, emotion, noise, rng))
-                emotions.append(preset.labels[e])
-                speakers.append(f"spk{s:02d}")
-                utt_ids.append(f"{preset.name}-spk{s:02d}-{emotion}-{k:03d}")
     # The content is a function of this code, the emotion profiles, the preset and the seed: fingerprinting
     # those instead of hashing every sample keeps `Dataset.map` caching correct and skips a slow pass.
-    settings = repr((EMOTION_PROFILES, preset, seed)).encode()
-    return corpus_dataset(arrays, emotions, speakers, utt_ids, preset.sampling_rate, preset.name,
-                          fingerprint=f"{_SOURCE_CRC:08x}{zlib.crc32(settings):08x}")
+    fingerprint = f"{_SOURCE_CRC:08x}{zlib.crc32(repr((EMOTION_PROFILES, preset, seed)).encode()):08x}"
+
+    def generate() -> Dataset:
+        key = [seed, zlib.crc32(preset.name.encode())]
+        noise = _noise_bank(preset, np.random.default_rng([*key, 0]))
+        arrays, emotions, speakers, utt_ids = [], [], [], []
+        for s in range(preset.n_speakers):
+            speaker = _make_speaker(preset, np.random.default_rng([*key, 1, s]))
+            for e, emotion in enumerate(EMOTIONS):
+                for k in range(preset.n_per_class_per_speaker):
+                    rng = np.random.default_rng([*key, 2, s, e, k])
+                    arrays.append(_utterance(preset, speaker, emotion, noise, rng))
+                    emotions.append(preset.labels[e])
+                    speakers.append(f"spk{s:02d}")
+                    utt_ids.append(f"{preset.name}-spk{s:02d}-{emotion}-{k:03d}")
+        return corpus_dataset(arrays, emotions, speakers, utt_ids, preset.sampling_rate, preset.name,
+                              fingerprint=fingerprint)
+
+    return cached_generation(fingerprint, cache_dir, generate)
 
 
 def corpus_dataset(arrays: list[np.ndarray], emotions: list[str], speakers: list[str], utt_ids: list[str],
