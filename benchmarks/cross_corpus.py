@@ -183,13 +183,15 @@ def load_settings(config: str, corpora: list[str], recipe_argv: list[str]):
     return corpus_keys, entries, base_model, base_data, base_training
 
 
-def extract_up_front(corpora: list[dict[str, Any]], base_model, base_data, corpus_keys: set[str]) -> float:
+def extract_up_front(corpora: list[dict[str, Any]], base_model, base_data, corpus_keys: set[str],
+                     store_dir: str | None = None) -> float:
     """Every corpus decoded and its features put in the feature store once, before any run (returns seconds).
 
     Each corpus is read whole (all its utterances, as a target is), with the workers
     `emodna_hf.data.features.default_feature_workers` picks (openSMILE: one per core) unless
     `--preprocessing_num_workers` is given; every direction, split, method and seed then reads the store. Skipped
-    when the features are not cached (a fine-tuned SSL backbone) or when nothing is cached on disk.
+    when the features are not cached (a fine-tuned SSL backbone) or when nothing is cached on disk. `store_dir`:
+    the feature store's cache folder (default: `--audio_cache_dir`, where the audio is decoded).
     """
     from emodna_hf.data import cache_features, load_corpus
     from emodna_hf.data.labels import SCHEMES
@@ -212,7 +214,8 @@ def extract_up_front(corpora: list[dict[str, Any]], base_model, base_data, corpu
                                  num_proc=base_data.preprocessing_num_workers, require_labels=False)
         dataset = normalize_waveforms(dataset, extractor, f"Normalising {corpus['name']}",
                                       cache_dir=base_data.audio_cache_dir, num_proc=base_data.preprocessing_num_workers)
-        cache_features(dataset, model, cache_dir=base_data.audio_cache_dir, num_proc=base_data.preprocessing_num_workers)
+        cache_features(dataset, model, cache_dir=store_dir or base_data.audio_cache_dir,
+                       num_proc=base_data.preprocessing_num_workers)
     return time.time() - started
 
 

@@ -26,7 +26,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput, EvalPrediction, speed_metrics
 
 from .data.collator import UDADataCollator
-from .data.memory import ReleaseMemoryCallback, RowCounter
+from .data.memory import ReleaseMemoryCallback, RowCounter, release_memory
 from .data.stream_batches import SourceTargetStream, for_process
 from .data.streaming import is_streamed
 from .losses import grl_coefficient
@@ -139,34 +139,55 @@ def training_columns(source, target):
 
 
 class UDATrainDataset(torch.utils.data.Dataset):
-    """Source rows (with labels) followed by target rows, whose labels are dropped (`training_columns`)."""
+    """Source rows (with labels) followed by target rows, whose labels are dropped (`training_columns`).
+
+    A side whose columns are small (cached functionals: 88 floats a row) is read into numpy arrays once, at most
+    `IN_MEMORY_BYTES`: reading rows through `datasets`' formatting costs ~0.5 ms a row, most of a small model's
+    step. Larger sides (frame-level features, waveforms) are read row by row from their memory-mapped files, as
+    memory must stay flat in corpus size.
+    """
+
+    IN_MEMORY_BYTES = 64 * 2**20
 
     def __init__(self, source: Dataset, target: Dataset):
         self.source, self.target = training_columns(source, target)
         self.rows_read = RowCounter()  # gives back the pages of memory-mapped rows read (data/memory.py)
+        self._columns = [_columns_in_memory(side, self.IN_MEMORY_BYTES) for side in (self.source, self.target)]
 
     def __len__(self) -> int:
         return len(self.source) + len(self.target)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        self.rows_read.count()
-        return self.source[index] if index < len(self.source) else self.target[index - len(self.source)]
+        return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
-        """A batch's rows in one read per side (what torch's fetcher calls): the same rows, in order, as
-        `__getitem__` one by one, without `datasets`' per-row formatting overhead (most of a small model's step)."""
-        self.rows_read.count(len(indices))
+        """A batch's rows, in order (what torch's fetcher calls): one read per side."""
         n_source = len(self.source)
         rows: list[dict[str, Any] | None] = [None] * len(indices)
-        for side, positions, offset in (
-            (self.source, [i for i, index in enumerate(indices) if index < n_source], 0),
-            (self.target, [i for i, index in enumerate(indices) if index >= n_source], n_source),
+        for side, columns, positions, offset in (
+            (self.source, self._columns[0], [i for i, index in enumerate(indices) if index < n_source], 0),
+            (self.target, self._columns[1], [i for i, index in enumerate(indices) if index >= n_source], n_source),
         ):
-            if positions:
+            if not positions:
+                continue
+            if columns is None:
+                self.rows_read.count(len(positions))
                 columns = side[[indices[i] - offset for i in positions]]
                 for j, i in enumerate(positions):
                     rows[i] = {name: values[j] for name, values in columns.items()}
+            else:
+                for i in positions:
+                    rows[i] = {name: values[indices[i] - offset] for name, values in columns.items()}
         return rows
+
+
+def _columns_in_memory(dataset: Dataset, max_bytes: int) -> dict[str, np.ndarray] | None:
+    """Every column of `dataset` as numpy (`None` when its table is larger than `max_bytes`, or empty)."""
+    if not len(dataset) or dataset.data.nbytes > max_bytes:
+        return None
+    columns = dict(dataset.with_format("numpy")[:])
+    release_memory(trim=False)  # the mapped pages just read: the arrays are copies
+    return columns
 
 
 def _stream_dataset(source, target, args: EmoDnaTrainingArguments) -> SourceTargetStream:

@@ -73,9 +73,11 @@ def test_row_counter_releases_every_n_rows(monkeypatch):
     assert calls == [False] * 3  # between steps: mapped pages only, no heap trim
 
 
-def test_training_rows_are_counted_in_the_dataset_that_reads_them():
+def test_training_rows_are_counted_in_the_dataset_that_reads_them(monkeypatch):
+    """Rows read from memory-mapped files are counted (their pages given back every few hundred rows)."""
     from emodna_hf.trainer import UDATrainDataset
 
+    monkeypatch.setattr(UDATrainDataset, "IN_MEMORY_BYTES", 0)  # small columns would be read into memory once
     source = Dataset.from_dict({"input_values": [[0.0] * 4] * 3, "labels": [0, 1, 0], "corpus_id": [0, 0, 0]})
     target = Dataset.from_dict({"input_values": [[0.0] * 4] * 2, "labels": [1, 1], "corpus_id": [1, 1]})
     dataset = UDATrainDataset(source, target)

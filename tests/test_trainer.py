@@ -174,18 +174,27 @@ def test_held_out_source_is_evaluated_under_its_own_statistics(tmp_path):
     np.testing.assert_allclose(trainer.predict(source).predictions, as_target.numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_batched_row_reads_equal_row_by_row_reads():
-    """torch's fetcher calls `__getitems__` for a whole batch: the rows and their order are those of
-    `__getitem__`, across the source/target boundary, with target labels still dropped."""
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_training_rows_are_the_datasets_rows(in_memory, monkeypatch):
+    """torch's fetcher calls `__getitems__` for a whole batch: the rows and their order are the datasets' rows,
+    across the source/target boundary, with target labels dropped, whether the columns were read into memory
+    (small ones) or are read row by row."""
     from factories import toy_corpus
 
     from emodna_hf.trainer import UDATrainDataset
 
+    monkeypatch.setattr(UDATrainDataset, "IN_MEMORY_BYTES", 2**30 if in_memory else 0)
     source, target = toy_corpus(0, 6, 0.0, seed=0), toy_corpus(1, 5, 30.0, seed=1)
     dataset = UDATrainDataset(source, target)
+    assert (dataset._columns[0] is not None) == in_memory
     indices = [9, 0, 6, 3, 10, 5, 7]
-    batched = dataset.__getitems__(indices)
-    one_by_one = [dataset[i] for i in indices]
-    assert batched == one_by_one
-    assert all("labels" not in row for row in batched[:1] + batched[2:3] + batched[4:5])
-    assert "labels" in batched[1]
+    rows = dataset.__getitems__(indices)
+    assert [dataset[i]["corpus_id"] for i in indices] == [row["corpus_id"] for row in rows]
+    for index, row in zip(indices, rows, strict=True):
+        expected = source[index] if index < 6 else target[index - 6]
+        np.testing.assert_array_equal(np.asarray(row["input_values"]), np.asarray(expected["input_values"]))
+        assert row["corpus_id"] == expected["corpus_id"]
+        if index < 6:
+            assert row["labels"] == expected["labels"]
+        else:
+            assert "labels" not in row
