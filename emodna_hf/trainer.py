@@ -190,6 +190,46 @@ def _columns_in_memory(dataset: Dataset, max_bytes: int) -> dict[str, np.ndarray
     return columns
 
 
+@torch.no_grad()
+def set_corpus_statistics(model, rows: UDATrainDataset, collator, batch_size: int = 256) -> None:
+    """Each corpus's mean and (population) variance of the pooled features over all its training rows, set in the
+    model's corpus normalisation (`corpus_statistics="dataset"`): the classical per-corpus standardisation (or,
+    without per-corpus normalisation, the source corpora's statistics). Computed in every process from the whole
+    corpora, so processes agree and a resumed run gets the same values."""
+    if is_streamed(rows.source) or is_streamed(rows.target):
+        raise ValueError("corpus_statistics='dataset' needs whole corpora, not streams: use 'batch'.")
+    normalization = model.corpus_normalization
+    groups = normalization.running_mean.shape[0]
+    target_id = model.config.num_corpora - 1
+    sums = torch.zeros(groups, normalization.running_mean.shape[1], dtype=torch.float64)
+    squares, counts = torch.zeros_like(sums), torch.zeros(groups, dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = collator(rows.__getitems__(list(range(start, min(len(rows), start + batch_size)))))
+            corpus_ids = batch.get("corpus_ids")
+            if corpus_ids is None:
+                corpus_ids = torch.full((len(batch["labels"]),), target_id)
+            features = model.pooled_features(**{k: v.to(device) for k, v in batch.items()
+                                                if k in ("input_values", "attention_mask", "input_features",
+                                                         "feature_mask")}).double().cpu()
+            group = corpus_ids if normalization.per_corpus else torch.zeros_like(corpus_ids)
+            keep = torch.ones_like(group, dtype=torch.bool) if normalization.per_corpus else corpus_ids != target_id
+            sums.index_add_(0, group[keep], features[keep])
+            squares.index_add_(0, group[keep], features[keep] ** 2)
+            counts.index_add_(0, group[keep], torch.ones(int(keep.sum()), dtype=torch.float64))
+    finally:
+        model.train(was_training)
+    if (counts == 0).any():
+        raise ValueError(f"corpus_statistics='dataset': no training rows for corpus group(s) "
+                         f"{torch.nonzero(counts == 0).flatten().tolist()}.")
+    means = sums / counts[:, None]
+    variances = (squares / counts[:, None] - means ** 2).clamp(min=0.0)
+    normalization.set_statistics(means.float(), variances.float())
+
+
 def _stream_dataset(source, target, args: EmoDnaTrainingArguments) -> SourceTargetStream:
     """The training rows when a corpus is streamed (see `emodna_hf.data.streaming` for what changes)."""
     if args.max_steps <= 0:
@@ -271,6 +311,12 @@ class EmoDnaTrainer(Trainer):
                 train_dataset = _stream_dataset(train_dataset, target_dataset, args)
             else:
                 train_dataset = UDATrainDataset(train_dataset, target_dataset)
+                if config.corpus_statistics == "dataset" and model.corpus_normalization is not None:
+                    set_corpus_statistics(model, train_dataset, data_collator)
+        elif config.corpus_statistics == "dataset" and model.corpus_normalization is not None \
+                and not bool(model.corpus_normalization.fixed):
+            logger.warning("corpus_statistics='dataset': no training data to compute them from; the model's stored "
+                           "statistics are used.")
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=data_collator, compute_metrics=compute_metrics, **kwargs)
         self.add_callback(ReleaseMemoryCallback())  # memory flat in corpus size in evaluation (data/memory.py)

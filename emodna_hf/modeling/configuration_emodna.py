@@ -73,6 +73,16 @@ class EmoDnaConfig(PreTrainedConfig):
             corpus-level alignment. `None` (default) = on for `"emodna"`, off for the baselines. When off with the
             `"opensmile"` backbone, the functionals are standardised with the source corpora's statistics instead
             (their raw scales differ by orders of magnitude).
+        corpus_statistics (`str`, defaults to `"batch"`):
+            Which statistics the corpus normalisation standardises with in training: `"batch"` (each corpus's rows
+            in the batch, AdaBN-style, with running statistics for inference) or `"dataset"` (each corpus's mean and
+            variance over all its training rows, set by [`EmoDnaTrainer`] before training and used throughout:
+            the classical per-corpus standardisation; only for front ends without trainable parameters before
+            pooling, i.e. `"opensmile"`).
+        input_noise_std (`float`, defaults to 0.0):
+            Standard deviation of Gaussian noise added in training to the (corpus-normalised) input of the emotion
+            encoder: a regulariser against fitting the source corpus's exact feature values.
+        input_dropout (`float`, defaults to 0.0): Dropout on the input of the emotion encoder, in training.
         label_smoothing (`float`, defaults to 0.0): Label smoothing of the source cross-entropy.
         adaptation_method (`str`, defaults to `"emodna"`):
             What [`EmoDnaTrainer`] optimises: `"emodna"`, or a baseline: `"source_only"`, `"dann"`, `"mmd"` (the
@@ -145,6 +155,9 @@ class EmoDnaConfig(PreTrainedConfig):
         encoder_dropout: float = 0.1,
         num_corpora: int = 2,
         corpus_normalization: bool | None = None,
+        corpus_statistics: str = "batch",
+        input_noise_std: float = 0.0,
+        input_dropout: float = 0.0,
         label_smoothing: float = 0.0,
         adaptation_method: str = "emodna",
         use_decoupling: bool = True,
@@ -175,6 +188,10 @@ class EmoDnaConfig(PreTrainedConfig):
     ):
         _check_choice("backbone_type", backbone_type, BACKBONE_TYPES)
         _check_choice("pooling", pooling, POOLING_TYPES)
+        _check_choice("corpus_statistics", corpus_statistics, ("batch", "dataset"))
+        if corpus_statistics == "dataset" and backbone_type != "opensmile":
+            raise ValueError("corpus_statistics='dataset' needs features that training does not change before "
+                             "pooling: backbone_type='opensmile'.")
         # adaptation_method is checked against the registry of emodna_hf.objectives by the trainer and the recipes:
         # a saved model must load (remote code) whatever method trained it.
         if not isinstance(adaptation_method, str) or not adaptation_method:
@@ -223,6 +240,9 @@ class EmoDnaConfig(PreTrainedConfig):
         self.encoder_dropout = encoder_dropout
         self.num_corpora = num_corpora
         self.corpus_normalization = corpus_normalization
+        self.corpus_statistics = corpus_statistics
+        self.input_noise_std = input_noise_std
+        self.input_dropout = input_dropout
         self.label_smoothing = label_smoothing
         self.adaptation_method = adaptation_method
         self.use_decoupling = use_decoupling

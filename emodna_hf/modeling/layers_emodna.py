@@ -132,6 +132,16 @@ class CorpusNormalization(Float32Buffers, nn.Module):
         # Explicit float32: from_pretrained(dtype=bfloat16) builds modules under a bfloat16 default dtype.
         self.register_buffer("running_mean", torch.zeros(groups, num_features, dtype=torch.float32))
         self.register_buffer("running_var", torch.ones(groups, num_features, dtype=torch.float32))
+        # Set by `set_statistics` (whole-corpus statistics): training then standardises with the running statistics
+        # too. Not saved: inference always uses them.
+        self.register_buffer("fixed", torch.tensor(False), persistent=False)
+
+    @torch.no_grad()
+    def set_statistics(self, means: torch.Tensor, variances: torch.Tensor) -> None:
+        """Use these `(groups, features)` statistics in training and at inference, instead of batch statistics."""
+        self.running_mean.copy_(means)
+        self.running_var.copy_(variances)
+        self.fixed.fill_(True)
 
     def _groups(self, corpus_ids: torch.Tensor) -> torch.Tensor:
         """One-hot `(batch, groups)` of the statistics each row is standardised with."""
@@ -142,7 +152,7 @@ class CorpusNormalization(Float32Buffers, nn.Module):
     def forward(self, features: torch.Tensor, corpus_ids: torch.Tensor | None = None) -> torch.Tensor:
         if corpus_ids is not None:
             corpus_ids = corpus_ids.to(features.device)
-        if not self.training:
+        if not self.training or bool(self.fixed):
             features = upcast(features)
             if corpus_ids is None or not self.per_corpus:
                 row = -1 if self.per_corpus else 0

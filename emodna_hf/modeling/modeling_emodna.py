@@ -308,6 +308,9 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
         pooled = self.pooling(hidden_states, frame_mask)
         # The emotion branch sees corpus-normalised features; the corpus branch keeps the corpus information.
         emotion_input = pooled if self.corpus_normalization is None else self.corpus_normalization(pooled, corpus_ids)
+        if self.training and self.config.input_noise_std:
+            emotion_input = emotion_input + self.config.input_noise_std * torch.randn_like(emotion_input)
+        emotion_input = nn.functional.dropout(emotion_input, self.config.input_dropout, self.training)
         # Pooling and normalisation statistics are float32 (layers_emodna); the encoders take their weights' dtype.
         compute_dtype = weight_dtype(self.emotion_encoder)
         emotion_embeddings = self.emotion_encoder(emotion_input.to(compute_dtype))
@@ -339,6 +342,15 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
             ),
             corpus_logits=self.corpus_classifier(corpus_embeddings),
         )
+
+    @torch.no_grad()
+    def pooled_features(self, input_values: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                        input_features: torch.Tensor | None = None,
+                        feature_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The pooled features `(batch, P)` that the corpus normalisation standardises (no gradient)."""
+        layers, frame_mask = self._backbone_layers(input_values, attention_mask, input_features, feature_mask)
+        hidden_states = self.layer_sum(layers) if self.layer_sum is not None else layers[:, -1]
+        return self.pooling(hidden_states, frame_mask)
 
     # --- construction from a pretrained SSL checkpoint -------------------------------------------------------------
 
