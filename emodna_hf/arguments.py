@@ -259,7 +259,8 @@ class DataArguments:
     )
     preprocessing_num_workers: int | None = field(
         default=None, metadata={"help": "Worker processes for decoding, normalising and feature caching "
-                                "(Dataset.map num_proc)."})
+                                "(Dataset.map num_proc). Unset: one for decoding; for openSMILE features one per "
+                                "core (at most 8)."})
     source_streaming: bool = field(
         default=False,
         metadata={"help": "Stream the source corpora (load_dataset(..., streaming=True)): read as training goes, "
