@@ -64,6 +64,7 @@ def cache_features(
     fingerprint = hashlib.sha1(f"{dataset._fingerprint}{keep_input_values}{front_end_key}".encode()).hexdigest()[:16]
     if fingerprint in _MEMO:
         _MEMO.move_to_end(fingerprint)
+        STORE_COUNTS["reused"] += len(dataset)
         return _MEMO[fingerprint]
     device = next(model.parameters()).device
     workers = (num_proc if num_proc is not None else default_feature_workers(model)) if device.type == "cpu" else None
