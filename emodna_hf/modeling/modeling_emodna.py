@@ -96,6 +96,15 @@ class EmoDnaPreTrainedModel(PreTrainedModel):
     # Our forward takes no **kwargs and returns a plain mean loss: Trainer must scale it for gradient accumulation.
     accepts_loss_kwargs = False
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, naming in config.json the pipeline that ships with the model
+        (`pipeline_emodna.py`, copied into the folder as a relative import of this file): `pipeline(...,
+        trust_remote_code=True)` then decodes files with soundfile and resamples with soxr, not ffmpeg/torchaudio."""
+        from .pipeline_emodna import custom_pipelines
+
+        self.config.custom_pipelines = custom_pipelines()
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # PyTorch's default (Kaiming-uniform) init for the heads and the TCN: the 0.02-normal fallback of
@@ -268,9 +277,14 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
                    else torch.full(input_values.shape[:1], input_values.shape[-1], device=input_values.device))
         minimum = int(MIN_INPUT_SECONDS * self.config.sampling_rate)
         if int(lengths.min()) < minimum:
+            rows, samples = input_values.shape[0], input_values.shape[-1]
+            # (samples, channels) audio passed as a batch gives "utterances" of one sample per channel.
+            hint = (f" input_values has shape {tuple(input_values.shape)}: if that is one multichannel utterance "
+                    "(samples, channels), mix it down to mono, or pass it through the model's feature extractor, "
+                    "which does." if samples <= 8 < rows else "")
             raise ValueError(
                 f"An utterance of {int(lengths.min())} samples is too short to classify: at least "
-                f"{MIN_INPUT_SECONDS} s ({minimum} samples at {self.config.sampling_rate} Hz) is needed."
+                f"{MIN_INPUT_SECONDS} s ({minimum} samples at {self.config.sampling_rate} Hz) is needed.{hint}"
             )
         valid = input_values.abs() if attention_mask is None else input_values.abs() * attention_mask
         if bool((valid.amax(-1) == 0).any()):
