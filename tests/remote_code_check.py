@@ -1,13 +1,17 @@
 """Run in a fresh process: load a saved folder with emodna_hf made unimportable, print logits and pipeline scores.
 
-Usage: python remote_code_check.py MODEL_DIR INPUT_NPY. Prints one JSON object.
+Usage: python remote_code_check.py MODEL_DIR INPUT_NPY [WAV]. Prints one JSON object. With WAV (a float WAV file of
+the first input row), also the pipeline's scores for each input form it takes (`inputs`), and where ffmpeg is.
 """
 
 import json
+import shutil
 import sys
 
 # Make `import emodna_hf` fail even though the package is installed: the folder's remote code must suffice.
 sys.modules["emodna_hf"] = None
+# ...and torchaudio, which the stock audio-classification pipeline resamples with (the test also hides ffmpeg).
+sys.modules["torchaudio"] = None
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -30,4 +34,20 @@ for name, auto_class in [("audio_classification", AutoModelForAudioClassificatio
                         "logits": model(waveforms).logits.tolist()}
 classifier = pipeline("audio-classification", model=model_dir, trust_remote_code=True)
 result["pipeline"] = classifier(waveforms[0].numpy(), top_k=None)
+if len(sys.argv) > 3:
+    import soxr  # noqa: E402
+
+    wav, wave = sys.argv[3], waveforms[0].numpy()
+    at_8k = soxr.resample(wave, 16000, 8000)
+    pcm = np.round(wave / np.abs(wave).max() * 32000).astype(np.int16)
+    forms = {
+        "array": wave, "path": wav, "bytes": open(wav, "rb").read(),
+        "raw_8k": {"raw": at_8k, "sampling_rate": 8000}, "array_8k_resampled": soxr.resample(at_8k, 8000, 16000),
+        "int16": {"array": pcm, "sampling_rate": 16000}, "int16_as_float": pcm.astype(np.float32) / 32768,
+        "stereo_channels_last": np.stack([wave, wave], axis=1), "stereo_channels_first": np.stack([wave, wave]),
+    }
+    result["inputs"] = {name: {s["label"]: s["score"] for s in classifier(value, top_k=None)}
+                        for name, value in forms.items()}
+    result["ffmpeg"] = shutil.which("ffmpeg")
+    result["pipeline_class"] = type(classifier).__module__ + "." + type(classifier).__name__
 print(json.dumps(result))

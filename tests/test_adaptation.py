@@ -81,7 +81,8 @@ def test_the_readme_python_path_trains_on_what_the_pipeline_feeds(tmp_path):
     trained = trainer.predict(target).predictions
     trainer.model.save_pretrained(tmp_path / "saved")
     create_feature_extractor(model.config).save_pretrained(tmp_path / "saved")
-    classifier = pipeline("audio-classification", model=str(tmp_path / "saved"), top_k=None)
+    classifier = pipeline("audio-classification", model=str(tmp_path / "saved"), top_k=None,
+                          trust_remote_code=True)
     for row, logits in zip(data.target_eval, trained, strict=True):
         scores = classifier(np.asarray(row["input_values"], dtype=np.float32))
         probabilities = torch.softmax(torch.as_tensor(logits), -1)

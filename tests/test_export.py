@@ -113,7 +113,7 @@ def test_recipe_writes_model_onnx_next_to_the_checkpoint_and_it_is_uploaded(tmp_
     waves = [padded_batch([n], seed=i)[0][0].numpy() + 0.01 * rng.standard_normal(n).astype(np.float32)
              for i, n in enumerate([16000, 9000])]
     onnx_logits = OnnxAudioClassifier(folder)(waves, sampling_rate=16000)
-    classifier = pipeline("audio-classification", model=str(folder))
+    classifier = pipeline("audio-classification", model=str(folder), trust_remote_code=True)
     for wave, logits in zip(waves, onnx_logits, strict=True):
         scores = {s["label"]: s["score"] for s in classifier(wave, top_k=None)}
         expected = np.array([scores[model.config.id2label[i]] for i in range(len(scores))])

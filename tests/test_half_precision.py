@@ -77,8 +77,9 @@ def test_half_precision_pipeline_from_a_saved_folder(tmp_path):
     model.save_pretrained(tmp_path)
     create_feature_extractor(model.config).save_pretrained(tmp_path)
     wave = _inputs()["input_values"][0].numpy()
-    scores = {s["label"]: s["score"] for s in pipeline("audio-classification", model=str(tmp_path))(wave, top_k=None)}
-    classifier = pipeline("audio-classification", model=str(tmp_path), dtype=torch.bfloat16)
+    classifier = pipeline("audio-classification", model=str(tmp_path), trust_remote_code=True)
+    scores = {s["label"]: s["score"] for s in classifier(wave, top_k=None)}
+    classifier = pipeline("audio-classification", model=str(tmp_path), dtype=torch.bfloat16, trust_remote_code=True)
     assert classifier.model.dtype == torch.bfloat16
     half_scores = {s["label"]: s["score"] for s in classifier(wave, top_k=None)}
     assert half_scores.keys() == scores.keys()

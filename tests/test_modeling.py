@@ -182,6 +182,51 @@ def test_pipeline_returns_labelled_scores(tmp_path):
     assert np.isclose(best["score"], float(probs.max()), atol=1e-5)
 
 
+def test_integer_pcm_is_rescaled_and_stereo_mixed_down(tmp_path):
+    """int16/int32/uint8 arrays are PCM (rescaled to [-1, 1]); one stereo utterance is mixed down to mono, through
+    the feature extractor and through the pipeline that ships with the model."""
+    torch.manual_seed(0)
+    # No per-utterance normalisation and no cepstral mean removal: the input's scale reaches the logits.
+    model = _model("tcn", cepstral_mean_normalization=False)
+    extractor = create_feature_extractor(model.config)
+    extractor.do_normalize = False
+    wave = tone(0.5)
+    values = lambda audio, **kw: extractor(audio, sampling_rate=16000, **kw)["input_values"]  # noqa: E731
+    pcm16 = np.round(wave * 32767).astype(np.int16)
+    np.testing.assert_allclose(values(pcm16)[0], pcm16 / 32768, atol=1e-7)
+    np.testing.assert_allclose(values(pcm16.astype(np.int32) * 65536)[0], pcm16 / 32768, atol=1e-7)
+    np.testing.assert_allclose(values(np.array([0, 128, 255], dtype=np.uint8))[0], [-1, 0, 127 / 128])
+    with pytest.raises(TypeError, match="dtype int64:.*no standard scale"):
+        extractor(pcm16.astype(np.int64), sampling_rate=16000)
+
+    stereo = np.stack([wave, 0.5 * wave], axis=1)  # (samples, channels), as soundfile reads it
+    mono = 0.75 * wave
+    assert np.asarray(values(stereo)).shape == (1, len(wave))
+    np.testing.assert_allclose(values(stereo)[0], mono, atol=1e-7)
+    np.testing.assert_allclose(values([stereo.T, stereo], padding=True), [mono, mono], atol=1e-7)  # list items
+    assert np.asarray(values(np.stack([wave, wave]))).shape == (2, len(wave))  # a 2-D array stays a batch
+    with pytest.raises(ValueError, match=r"shape \(3, 5\): expected one utterance"):
+        extractor([np.zeros((3, 5), dtype=np.float32)], sampling_rate=16000)
+    with torch.no_grad():
+        expected = model(**extractor(mono, sampling_rate=16000, return_tensors="pt")).logits
+        torch.testing.assert_close(model(**extractor(stereo, sampling_rate=16000, return_tensors="pt")).logits,
+                                   expected)
+        # The model on a raw (samples, channels) tensor says what is wrong, not only "2 samples is too short".
+        with pytest.raises(ValueError, match=r"too short.*shape \(8000, 2\).*mix it down to mono"):
+            model(torch.from_numpy(stereo))
+
+    model.save_pretrained(tmp_path)
+    extractor.save_pretrained(tmp_path)
+    classifier = pipeline("audio-classification", model=str(tmp_path), trust_remote_code=True)
+    scores = lambda audio: {s["label"]: s["score"] for s in classifier(audio, top_k=None)}  # noqa: E731
+    reference = scores(mono)
+    for audio in (stereo, stereo.T, {"raw": stereo.T, "sampling_rate": 16000}):
+        assert scores(audio) == pytest.approx(reference, rel=1e-5)
+    assert scores({"array": pcm16, "sampling_rate": 16000}) == pytest.approx(scores(pcm16 / 32768), rel=1e-5)
+    unscaled = scores(pcm16.astype(np.float32))
+    assert max(abs(unscaled[k] - reference[k]) for k in reference) > 1e-3  # the scale matters to this model
+
+
 def test_bad_config_and_inputs_fail_clearly():
     with pytest.raises(ValueError, match="Unknown backbone_type 'bert'"):
         EmoDnaConfig(backbone_type="bert")
@@ -297,7 +342,7 @@ def test_inference_refuses_what_it_cannot_classify(tmp_path, backbone_type):
     # ...and through pipeline(): the error reaches the caller instead of a confident label
     model.eval().save_pretrained(tmp_path)
     create_feature_extractor(model.config).save_pretrained(tmp_path)
-    classifier = pipeline("audio-classification", model=str(tmp_path))
+    classifier = pipeline("audio-classification", model=str(tmp_path), trust_remote_code=True)
     with pytest.raises(ValueError, match="digital silence"):
         classifier(np.zeros(16000, dtype=np.float32))
     with pytest.raises(ValueError, match="NaN"):
