@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .trainer import EmoDnaTrainer, EmoDnaTrainingArguments
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
+PROJECT_LICENSE = "apache-2.0"
 
 def versions() -> dict[str, str]:
     """Versions of the libraries a run used (metrics.json and the card)."""
@@ -65,7 +66,8 @@ def _backbone_info(model_args: ModelArguments, config: EmoDnaConfig) -> dict[str
     elif config.backbone_type == "opensmile":
         description = (f"openSMILE {config.opensmile_feature_set} utterance functionals computed by the model from "
                        "the waveform (needs the `opensmile` package, `pip install opensmile`; openSMILE's licence "
-                       "covers research and personal use), followed by the trained encoders.")
+                       "covers research and personal use only, commercial use needs a licence from audEERING), "
+                       "followed by the trained encoders.")
     elif base:
         frozen = "frozen" if config.freeze_backbone else (
             "fine-tuned (CNN feature encoder frozen)" if config.freeze_feature_encoder else "fully fine-tuned")
@@ -74,7 +76,8 @@ def _backbone_info(model_args: ModelArguments, config: EmoDnaConfig) -> dict[str
         description = f"{config.backbone_type} encoder, randomly initialised."
     # base_model metadata must be a Hub model id: not a local folder.
     is_hub_id = bool(base) and not Path(base).expanduser().exists() and bool(_HUB_ID.match(base))
-    return {"type": config.backbone_type, "base_model": base if is_hub_id else None, "description": description}
+    return {"type": config.backbone_type, "base_model": base if is_hub_id else None, "description": description,
+            "feature_set": config.opensmile_feature_set}
 
 
 def _training_info(args: EmoDnaTrainingArguments, train_metrics: dict[str, Any], num_processes: int) -> dict[str, Any]:
@@ -192,6 +195,8 @@ def make_model_card(
     card_data = ModelCardData(
         model_name=info["model_name"],
         library_name="transformers",
+        # The project's licence; an openSMILE model's card names openSMILE's own terms (research and personal use).
+        license=PROJECT_LICENSE,
         pipeline_tag="audio-classification",
         tags=["emodna", "speech-emotion-recognition", "domain-adaptation", "audio-classification",
               "custom_code", *info.get("extra_tags", [])],

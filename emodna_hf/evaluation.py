@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import Dataset, Value
+from datasets import Dataset, Features, Value
 
 from . import reporting
 from .arguments import EvaluationArguments, looks_like_local_path
@@ -78,6 +78,55 @@ def predict_with_embeddings(trainer: EmoDnaTrainer, dataset: Dataset, name: str,
     )
 
 
+PREDICTIONS_FILE = "predictions.parquet"
+
+
+def predictions_table(evaluation: Evaluation, dataset: Dataset, label_names: list[str],
+                      corpus_names: list[str]) -> Dataset:
+    """One row per utterance of `evaluation`: `corpus`, `utt_id` (the corpus's id, or its file path relative to the
+    corpus folder without extension), `speaker` (None where unknown), `predicted_label`, `confidence`, one
+    `probability_<class>` column per class, and `label`, the true class where the corpus has one (else None).
+
+    What a user labelling a new corpus keeps: `datasets.load_dataset("parquet", data_files=...)` or pandas reads it.
+    """
+    n = len(evaluation.predictions)
+    columns = set(dataset.column_names)
+    corpus_ids = evaluation.corpus_ids
+    corpora = [corpus_names[int(c)] if 0 <= int(c) < len(corpus_names) else str(int(c)) for c in corpus_ids]
+    utt_ids = (list(dataset.select_columns(["utt_id"])["utt_id"])[:n] if "utt_id" in columns
+               else [f"{corpus}-{i:06d}" for i, corpus in enumerate(corpora)])
+    speakers: list[str | None] = [None] * n
+    if "speaker" in columns:
+        # Stored as "<corpus>:<speaker>" (speakers of different corpora never merge); written as the corpus has it.
+        raw = list(dataset.select_columns(["speaker"])["speaker"])[:n]
+        speakers = [None if s is None or s.endswith(":unknown") else s.split(":", 1)[-1] for s in raw]
+    logits = np.asarray(evaluation.logits, dtype=np.float64)
+    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    table: dict[str, list] = {
+        "corpus": corpora, "utt_id": [str(u) for u in utt_ids], "speaker": speakers,
+        "predicted_label": [label_names[int(p)] for p in evaluation.predictions],
+        "confidence": probabilities.max(-1).astype(np.float32).tolist(),
+    }
+    for c, name in enumerate(label_names):
+        table[f"probability_{name}"] = probabilities[:, c].astype(np.float32).tolist()
+    table["label"] = [label_names[int(y)] if y >= 0 else None for y in evaluation.labels]
+    return Dataset.from_dict(table, features=Features({
+        **{k: Value("string") for k in ("corpus", "utt_id", "speaker", "predicted_label")},
+        "confidence": Value("float32"), **{f"probability_{name}": Value("float32") for name in label_names},
+        "label": Value("string")}))
+
+
+def write_predictions(path: Path, evaluations: list[tuple[Evaluation, Dataset]], label_names: list[str],
+                      corpus_names: list[str]) -> Path:
+    """The per-utterance predictions of every `(evaluation, dataset)` in one Parquet file (`predictions_table`)."""
+    from datasets import concatenate_datasets
+
+    tables = [predictions_table(e, ds, label_names, corpus_names) for e, ds in evaluations]
+    concatenate_datasets(tables).to_parquet(str(path))
+    return path
+
+
 def selection_criteria(target: Evaluation, source: Evaluation | None, seed: int = 0) -> dict[str, float]:
     """The label-free model-selection criteria of the final model (`emodna_hf.selection`), as logged at every
     evaluation during training: the held-out source metrics and the criteria computed from the outputs."""
@@ -91,7 +140,8 @@ def selection_criteria(target: Evaluation, source: Evaluation | None, seed: int 
 
 def _projection_sample(evaluations: list[Evaluation], max_per_corpus: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    parts: dict[str, list[np.ndarray]] = {"emotion": [], "corpus": [], "labels": [], "corpus_ids": []}
+    parts: dict[str, list[np.ndarray]] = {"emotion": [], "corpus": [], "labels": [], "corpus_ids": [],
+                                          "predicted": []}
     for evaluation in evaluations:
         for corpus_id in np.unique(evaluation.corpus_ids):
             rows = np.flatnonzero(evaluation.corpus_ids == corpus_id)
@@ -102,6 +152,7 @@ def _projection_sample(evaluations: list[Evaluation], max_per_corpus: int, seed:
             # Unlabelled rows (an unlabelled target) are shown by their predicted emotion.
             labels = evaluation.labels[rows]
             parts["labels"].append(np.where(labels == -100, evaluation.predictions[rows], labels))
+            parts["predicted"].append(labels == -100)
             parts["corpus_ids"].append(evaluation.corpus_ids[rows])
     return {k: np.concatenate(v) for k, v in parts.items()}
 
@@ -112,7 +163,10 @@ def analyse_embeddings(evaluations: list[Evaluation], max_projection_samples: in
     sample = _projection_sample(evaluations, max_projection_samples, seed)
     silhouettes = reporting.embedding_silhouettes(sample["emotion"], sample["corpus"], sample["labels"],
                                                   sample["corpus_ids"])
-    return sample, dict(silhouettes, n_points=int(len(sample["labels"])))
+    # Points coloured by the model's own prediction (no label): their "by emotion" grouping partly reflects the
+    # classifier; the card and the plot say so.
+    return sample, dict(silhouettes, n_points=int(len(sample["labels"])),
+                        n_predicted_colour=int(sample["predicted"].sum()))
 
 
 def write_plots(output_dir: Path, evaluations: list[Evaluation], label_names: list[str], corpus_names: list[str],
@@ -122,12 +176,15 @@ def write_plots(output_dir: Path, evaluations: list[Evaluation], label_names: li
     the embedding analysis."""
     files = {"confusion_matrix": prefix + reporting.CONFUSION_MATRIX_FILE, "embeddings": prefix + reporting.EMBEDDINGS_FILE}
     panels = [(titles[e.name], e.confusion_matrix) for e in evaluations if e.confusion_matrix is not None]
-    reporting.save_confusion_matrices(output_dir / files["confusion_matrix"], panels, label_names)
+    if panels:
+        reporting.save_confusion_matrices(output_dir / files["confusion_matrix"], panels, label_names)
+    else:  # nothing labelled: no confusion matrix to draw
+        del files["confusion_matrix"]
     sample, analysis = analyse_embeddings(evaluations, max_projection_samples, seed)
     reporting.save_embedding_projection(
         output_dir / files["embeddings"], sample["emotion"], sample["corpus"], sample["labels"],
         sample["corpus_ids"], label_names, corpus_names, method=projection, seed=seed, silhouettes=analysis,
-        title=figure_title,
+        title=figure_title, predicted=sample["predicted"],
     )
     return {"files": files, "embedding_analysis": dict(analysis, projection=projection)}
 
@@ -165,9 +222,10 @@ def evaluate_model(eval_args: EvaluationArguments) -> dict[str, Any]:
     for corpus_id, spec in enumerate(specs):
         # Decoded and normalised audio in Arrow files of the cache folder, shard by shard, as for training.
         disk = {"cache_dir": eval_args.audio_cache_dir, "num_proc": eval_args.preprocessing_num_workers}
+        # A corpus without labels is evaluated too (predictions, class shares, label-free criteria; no accuracy).
         dataset, reports[spec.name] = load_corpus(
             spec, scheme=scheme, sampling_rate=feature_extractor.sampling_rate, max_duration_s=eval_args.max_duration_s,
-            **disk,
+            require_labels=False, **disk,
         )
         dataset = dataset.add_column("corpus_id", [corpus_id] * len(dataset), feature=Value("int64"))
         datasets.append(normalize_waveforms(dataset, feature_extractor, f"Normalising {spec.name}", **disk))
@@ -204,14 +262,18 @@ def evaluate_model(eval_args: EvaluationArguments) -> dict[str, Any]:
         prefix = f"eval_{'+'.join(s.name for s in specs)}_"
         titles = {e.name: f"{e.name} — " + (f"UAR {e.metrics['uar']:.1%}" if e.metrics["labelled"] else "unlabelled")
                   for e in evaluations}
+        # The model's name, not the machine's path to it (the figure may be shared).
+        model_name = (Path(model_path).expanduser().resolve().name if looks_like_local_path(model_path)
+                      else model_path)
         plots = write_plots(
             output_dir, evaluations, label_names, [s.name for s in specs], titles=titles,
             projection=eval_args.projection, max_projection_samples=eval_args.max_projection_samples,
-            figure_title=f"{eval_args.model_name_or_path} evaluated on {', '.join(s.name for s in specs)}",
-            prefix=prefix,
+            figure_title=f"{model_name} evaluated on {', '.join(s.name for s in specs)}", prefix=prefix,
         )
+        predictions = write_predictions(output_dir / (prefix + PREDICTIONS_FILE), list(zip(evaluations, datasets)),
+                                        label_names, [s.name for s in specs])
         record["embedding_analysis"] = plots["embedding_analysis"]
-        record["files"] = {"metrics": prefix.rstrip("_") + ".json", **plots["files"]}
+        record["files"] = {"metrics": prefix.rstrip("_") + ".json", **plots["files"], "predictions": predictions.name}
         record["wall_time_s"] = time.time() - started
         reporting.write_metrics(output_dir / record["files"]["metrics"], record)
     record["output_dir"] = str(output_dir)

@@ -36,6 +36,7 @@ from .data import UDAData
 from .data.feature_store import STORE_COUNTS
 from .data.streaming import is_streamed
 from .evaluation import (  # noqa: F401 (re-exported)
+    PREDICTIONS_FILE,
     Evaluation,
     analyse_embeddings,
     evaluate_model,
@@ -44,6 +45,7 @@ from .evaluation import (  # noqa: F401 (re-exported)
     selection_criteria,
     summary_metrics,
     write_plots,
+    write_predictions,
 )
 from .feature_extraction import create_feature_extractor
 from .modeling import EmoDnaConfig, EmoDnaForAudioClassification
@@ -266,6 +268,10 @@ def run_experiment(
             figure_title=f"{' + '.join(s.name for s in sources)} → {target.name}: {model.config.adaptation_method}",
         )
         record["embedding_analysis"] = plots["embedding_analysis"]
+        # Per-utterance predictions of the target corpus: what a user labelling it keeps (never pushed: they name
+        # the corpus's utterances and speakers; hub.DEFAULT_IGNORE_PATTERNS).
+        write_predictions(output_dir / PREDICTIONS_FILE, [(by_name["target"], eval_sets["target"])],
+                          list(data.label_names), list(data.corpus_names))
         reporting.write_metrics(output_dir / reporting.METRICS_FILE, record)
         repo_id = push_plan.repo_id if push_plan else (training_args.hub_model_id or str(output_dir))
         card = make_model_card(
@@ -313,7 +319,7 @@ def format_summary(record: dict[str, Any]) -> str:
             more = f" and {len(skipped) - 5} more (metrics.json)" if len(skipped) > 5 else ""
             lines.append(f"  skipped audio in {corpus}: {len(skipped)} file(s): {listed}{more}")
     if record.get("output_dir"):
-        lines.append(f"  output: {record['output_dir']} (model, README.md, metrics.json, "
+        lines.append(f"  output: {record['output_dir']} (model, README.md, metrics.json, {PREDICTIONS_FILE}, "
                      f"{reporting.CONFUSION_MATRIX_FILE}, {reporting.EMBEDDINGS_FILE})")
     if record.get("hub"):
         lines.append(f"  pushed: https://huggingface.co/{record['hub']['repo_id']}")
@@ -325,5 +331,8 @@ def command_line(argv: list[str] | None = None, launcher: str | None = None) -> 
     """The current command, for the model card (`launcher`: e.g. 'accelerate launch')."""
     argv = list(sys.argv if argv is None else argv)
     script = argv[0] if argv else "recipes/train.py"
+    repository = Path(__file__).resolve().parents[1]
+    if Path(script).resolve().is_relative_to(repository):  # a recipe of this project: as run from its root
+        script = Path(script).resolve().relative_to(repository).as_posix()
     prefix = launcher or "python"
     return " ".join([prefix, shlex.quote(script), *map(shlex.quote, argv[1:])])

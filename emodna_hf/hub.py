@@ -16,10 +16,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .shareable import shareable_files
+
 logger = logging.getLogger(__name__)
 
-# Never uploaded: intermediate checkpoints (optimizer states), pickled arguments, caches.
+# Never uploaded: intermediate checkpoints (optimizer states), pickled arguments, caches, and the per-utterance
+# predictions (they name the user's utterances and speakers: the user's to keep, not the model's to share).
 DEFAULT_IGNORE_PATTERNS = [
+    "*predictions.parquet",
     "checkpoint-*",
     "checkpoint-*/**",
     "**/checkpoint-*/**",
@@ -123,7 +127,8 @@ def push_output_folder(
     create_repo: bool = True,
     ignore_patterns: list[str] | None = None,
 ):
-    """Upload a run's output folder (model, remote code, feature extractor, README.md, metrics, plots) as is.
+    """Upload a run's output folder (model, remote code, feature extractor, README.md, metrics, plots), its text
+    files without the machine's paths (`emodna_hf.shareable`).
 
     Returns the `CommitInfo`. The folder is only read: a failed upload leaves it intact and raises
     :class:`HubPushError` naming the folder, so the upload can be retried with the same call.
@@ -142,8 +147,11 @@ def push_output_folder(
             repo_id = getattr(url, "repo_id", None) or repo_id
             if revision:
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
-        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name))
-                      for name in files_to_upload(folder, ignore_patterns)]
+        # Text files with the machine's paths rewritten (corpus-relative, `<output_dir>`, the repo id in the
+        # card's usage snippet); see emodna_hf.shareable. The local files are left as they are.
+        uploads = shareable_files(folder, files_to_upload(folder, ignore_patterns), repo_id)
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=content)
+                      for name, content in uploads.items()]
         commit = api.create_commit(
             repo_id=repo_id,
             operations=operations,

@@ -167,14 +167,18 @@ def save_embedding_projection(
     seed: int = 0,
     silhouettes: Mapping[str, Mapping[str, float | None]] | None = None,
     title: str | None = None,
+    predicted: np.ndarray | None = None,
 ) -> Path:
     """A 2×2 figure: rows = emotion-relevant / corpus-specific embeddings, columns = coloured by emotion / corpus.
 
-    Every point is one utterance (the true emotion of evaluation rows colours it); the marker shape always
-    shows the corpus. Each embedding is projected on its own (`method`: "pca" or "tsne").
+    Every point is one utterance, coloured by its true emotion; rows marked in `predicted` (utterances without a
+    label, e.g. an unlabelled target) are coloured by the model's predicted class instead and drawn hollow, and the
+    legend and titles say so. The marker shape always shows the corpus. Each embedding is projected on its own
+    (`method`: "pca" or "tsne").
     """
     plt = _pyplot()
     emotion_ids, corpus_ids = np.asarray(emotion_ids), np.asarray(corpus_ids)
+    predicted = np.zeros(len(emotion_ids), dtype=bool) if predicted is None else np.asarray(predicted, dtype=bool)
     emotion_colors = plt.get_cmap("tab10")
     corpus_colors = plt.get_cmap("Dark2")
     fig, axes = plt.subplots(2, 2, figsize=(11.5, 10), constrained_layout=True)
@@ -186,12 +190,15 @@ def save_embedding_projection(
             ax = axes[row, col]
             for c in range(len(corpus_names)):
                 for e in range(len(label_names)):
-                    mask = (corpus_ids == c) & (emotion_ids == e)
-                    if not mask.any():
-                        continue
                     color = emotion_colors(e % 10) if by == "emotion" else corpus_colors(c % 8)
-                    ax.scatter(projected[mask, 0], projected[mask, 1], s=14, alpha=0.7, color=color,
-                               marker=_MARKERS[c % len(_MARKERS)], linewidths=0)
+                    for hollow in (False, True):
+                        mask = (corpus_ids == c) & (emotion_ids == e) & (predicted == hollow)
+                        if not mask.any():
+                            continue
+                        style = (dict(facecolors="none", edgecolors=[color], linewidths=0.9) if hollow
+                                 else dict(color=color, linewidths=0))
+                        ax.scatter(projected[mask, 0], projected[mask, 1], s=14, alpha=0.7,
+                                   marker=_MARKERS[c % len(_MARKERS)], **style)
             # Legends list the colour key (and, in the emotion panel, the marker key for corpora).
             handles = []
             if by == "emotion":
@@ -200,6 +207,9 @@ def save_embedding_projection(
                 handles += [plt.Line2D([], [], ls="", marker=_MARKERS[c % len(_MARKERS)], color="grey",
                                        label=corpus) for c, corpus in enumerate(corpus_names)
                             if (corpus_ids == c).any()]
+                if predicted.any():
+                    handles.append(plt.Line2D([], [], ls="", marker="o", markerfacecolor="none", color="grey",
+                                              label="hollow: predicted class (no label)"))
             else:
                 handles += [plt.Line2D([], [], ls="", marker=_MARKERS[c % len(_MARKERS)],
                                        color=corpus_colors(c % 8), label=corpus)
@@ -207,7 +217,10 @@ def save_embedding_projection(
             ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.8)
             score = (silhouettes or {}).get(key, {}).get(f"by_{by}")
             score_text = f" — silhouette {score:.2f}" if score is not None else ""
-            ax.set_title(f"{name}, coloured by {by}{score_text}", fontsize=10)
+            colour_key = by
+            if by == "emotion" and predicted.any():
+                colour_key = "emotion (true; predicted where unlabelled)"
+            ax.set_title(f"{name}, coloured by {colour_key}{score_text}", fontsize=10)
             ax.set_xlabel(f"{how}, component 1", fontsize=8)
             ax.set_ylabel("component 2", fontsize=8)
             ax.tick_params(labelsize=7)

@@ -56,14 +56,14 @@ def test_push_uploads_the_whole_folder_with_our_card(tmp_path, patched_api):
     create_repo.assert_called_once()
     assert create_repo.call_args.kwargs["private"] is True and create_repo.call_args.kwargs["exist_ok"] is True
     operations = create_commit.call_args.kwargs["operations"]
-    uploaded = {op.path_in_repo: Path(op.path_or_fileobj) for op in operations}
+    uploaded = {op.path_in_repo: op.path_or_fileobj for op in operations}
     assert set(uploaded) == {
         "README.md", "config.json", "model.safetensors", "preprocessor_config.json", "configuration_emodna.py",
         "modeling_emodna.py", "tcn_emodna.py", "metrics.json", "confusion_matrix.png", "embeddings.png",
         "trainer_state.json", "runs/Nov01/events.out.tfevents.1",
     }
     # Our README, byte for byte: nothing regenerates the card during the push.
-    assert uploaded["README.md"].read_text() == "---\nlibrary_name: transformers\n---\n# our card\n"
+    assert uploaded["README.md"] == b"---\nlibrary_name: transformers\n---\n# our card\n"
     assert create_commit.call_args.kwargs["repo_id"] == "me/emo"
 
 

@@ -121,6 +121,51 @@ def test_card_names_skipped_audio_and_notes(tmp_path):
     assert "**Note:** features were standardised per speaker." in text
 
 
+def test_card_licence_and_inference_with_what_the_package_installs(tmp_path):
+    card = model_card.make_model_card(_card_info())
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    assert loaded.data.license == "apache-2.0"
+    text = loaded.text
+    assert 'AutoFeatureExtractor.from_pretrained("me/emodna-emodb-to-casia", trust_remote_code=True)' in text
+    assert 'classifier("speech.wav")' in text and '{"raw": samples, "sampling_rate": 8000}' in text
+    assert "no ffmpeg and no torchaudio" in text
+    assert "needs ffmpeg" not in text and "needs torchaudio" not in text
+    assert "audEERING" not in text  # a WavLM model needs no openSMILE
+
+    smile = model_card.make_model_card(_card_info(backbone={
+        "type": "opensmile", "base_model": None, "description": "eGeMAPS", "feature_set": "eGeMAPSv02"})).content
+    smile = " ".join(smile.split())  # line breaks as spaces
+    assert "license: apache-2.0" in smile and "openSMILE eGeMAPSv02 functionals" in smile
+    assert "research and personal use only" in smile and "commercial licence from audEERING" in smile
+    assert "`opensmile` for this model's openSMILE front end" in smile
+
+
+def test_predicted_colours_are_said_in_the_card_and_the_plot(tmp_path):
+    from unittest import mock
+
+    import matplotlib.axes
+
+    analysis = dict(_card_info()["embedding_analysis"], n_predicted_colour=12)
+    text = model_card.make_model_card(_card_info(embedding_analysis=analysis)).content
+    assert "12 points, hollow markers) are coloured by the class the model predicts" in " ".join(text.split())
+    assert "the model predicts" not in model_card.make_model_card(_card_info()).content
+
+    emotion_emb, corpus_emb, emotions, corpora = _clustered(n_per=10)
+    titles, legends = [], []
+    set_title, legend = matplotlib.axes.Axes.set_title, matplotlib.axes.Axes.legend
+    with mock.patch.object(matplotlib.axes.Axes, "set_title", autospec=True,
+                           side_effect=lambda ax, text, **kw: titles.append(text) or set_title(ax, text, **kw)), \
+         mock.patch.object(matplotlib.axes.Axes, "legend", autospec=True,
+                           side_effect=lambda ax, **kw: legends.append([h.get_label() for h in kw["handles"]])
+                           or legend(ax, **kw)):
+        reporting.save_embedding_projection(tmp_path / "emb.png", emotion_emb, corpus_emb, emotions, corpora,
+                                            ["angry", "happy", "neutral", "sad"], ["src", "tgt"],
+                                            predicted=corpora == 1)
+    assert sum("coloured by emotion (true; predicted where unlabelled)" in t for t in titles) == 2
+    assert sum("hollow: predicted class (no label)" in labels for labels in legends) == 2
+
+
 def test_missing_template_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="template"):
         model_card.make_model_card(_card_info(), template_path=tmp_path / "nope.md")
