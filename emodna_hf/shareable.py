@@ -35,10 +35,10 @@ def _corpus_roots(record: dict[str, Any]) -> list[tuple[str, str]]:
     config = record.get("config") or {}
     pairs: list[tuple[str, Any]] = []
     data_args = config.get("data_args") or {}
-    pairs += list(zip(data_args.get("source_name") or [], data_args.get("source_dataset") or []))
+    pairs += list(zip(data_args.get("source_name") or [], data_args.get("source_dataset") or [], strict=False))
     if data_args.get("target_name"):
         pairs.append((data_args["target_name"], data_args.get("target_dataset")))
-    pairs += list(zip(config.get("corpus_name") or [], config.get("corpus_dataset") or []))  # evaluate_model
+    pairs += list(zip(config.get("corpus_name") or [], config.get("corpus_dataset") or [], strict=False))  # evaluate_model
     roots = []
     for name, dataset in pairs:
         if not isinstance(dataset, str) or ":" in dataset.split("/")[0]:
@@ -70,7 +70,7 @@ def redact(text: str, rules: list[tuple[str, str]]) -> str:
     """`text` with every absolute path rewritten: a known prefix by its rule (`rules`, longest first; prefixes may
     hold spaces), any other path to `<local>/<its file name>`."""
     for prefix, replacement in rules:
-        text = re.sub(rf"(?<![\w.~:/<>-]){re.escape(prefix)}(?=/|[^\w.-]|$)", lambda _: replacement, text)
+        text = re.sub(rf"(?<![\w.~:/<>-]){re.escape(prefix)}(?=/|[^\w.-]|$)", lambda _, r=replacement: r, text)
     return _ABSOLUTE.sub(lambda match: "<local>/" + match.group(0).rstrip("/").rsplit("/", 1)[-1], text)
 
 
