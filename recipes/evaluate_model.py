@@ -9,10 +9,13 @@
 Corpora are given like the training sources (`--corpus_name a b --corpus_dataset X Y`, optional
 `--corpus_split`, `--corpus_label_column`, `--corpus_label_map_name`, ...); the label scheme is the model's.
 Also accepts `--config FILE.yaml` (flat keys, or `corpora: [{name, dataset, ...}]`), overridden by the command
-line. Writes OUTPUT_DIR/eval_<corpora>.json (UAR, WAR, macro-F1, per-class recall and the confusion matrix per
-corpus), eval_<corpora>_confusion_matrix.png and eval_<corpora>_embeddings.png (never the training run's own
-metrics.json and plots, so OUTPUT_DIR may be the model's folder), and prints a summary. The whole corpus is
-evaluated.
+line. Writes OUTPUT_DIR/eval_<corpora>.json (per corpus: UAR, WAR, macro-F1, per-class recall and the confusion
+matrix where the corpus has labels; for every corpus the predicted class shares, mean confidence and the label-free
+criteria), eval_<corpora>_predictions.parquet (one row per utterance: corpus, utt_id, speaker, predicted_label,
+confidence, probability_<class>, label where known), eval_<corpora>_confusion_matrix.png (labelled corpora only) and
+eval_<corpora>_embeddings.png (never the training run's own metrics.json and plots, so OUTPUT_DIR may be the model's
+folder), and prints a summary. The whole corpus is evaluated. A corpus without labels (no label column, the usual
+case for a new corpus) is evaluated too: predictions and class shares, no accuracy.
 """
 
 from __future__ import annotations
