@@ -141,6 +141,21 @@ def test_card_licence_and_inference_with_what_the_package_installs(tmp_path):
     assert "`opensmile` for this model's openSMILE front end" in smile
 
 
+def test_a_streamed_hub_corpus_is_a_hub_dataset_of_the_card(tmp_path):
+    from emodna_hf.data import CorpusSpec
+
+    streamed = model_card.corpus_info(CorpusSpec(name="emodb", source="someone/emodb", streaming=True),
+                                      {"source_kind": "stream"})
+    assert streamed["hub"] and streamed["dataset_id"] == "someone/emodb" and streamed["language"] == "de"
+    assert streamed["split"] == "train" and streamed["location"] == "Hub dataset (streamed)"
+    (tmp_path / "mine").mkdir()
+    local = model_card.corpus_info(CorpusSpec(name="mine", source=str(tmp_path / "mine"), streaming=True),
+                                   {"source_kind": "stream"})
+    assert not local["hub"] and local["dataset_id"] == "mine"
+    card = model_card.make_model_card(_card_info(sources=[dict(_card_info()["sources"][0], **streamed)])).data
+    assert card.datasets == ["someone/emodb"]
+
+
 def test_predicted_colours_are_said_in_the_card_and_the_plot(tmp_path):
     from unittest import mock
 
