@@ -1,6 +1,11 @@
 #!/usr/bin/env python
 """Upload a finished run's output folder to the 🤗 Hub (model, remote code, feature extractor, README.md card,
-metrics.json, plots, TensorBoard logs; never checkpoints).
+metrics.json, plots; never checkpoints or per-utterance predictions).
+
+Text files are uploaded with every absolute path of this machine rewritten (`emodna_hf.shareable`: a local corpus
+folder becomes `<corpus name>`, the output folder `<output_dir>`, and the card's usage snippet names REPO_ID); the
+local files are not changed. A binary file that holds a local path is left out with a warning: TensorBoard logs
+record the training arguments, output folder included.
 
     python recipes/push_to_hub.py outputs/default your-name/emodna-synth-a-to-synth-b [--private] [--revision BRANCH]
 

@@ -153,3 +153,32 @@ def test_offline_push_request_fails_before_training(tmp_path):
     assert "Decoding" not in completed.stderr + completed.stdout  # no corpus was even loaded
     assert [p.name for p in output.iterdir()] == ["README.md"] and (output / "README.md").read_text() == "previous run"
     assert time.time() - started < 120
+
+
+def test_uploaded_text_names_no_local_path_and_binary_files_holding_one_stay_local(tmp_path, patched_api, caplog):
+    import json
+
+    _, create_commit, _ = patched_api
+    folder = fake_output_folder(tmp_path)
+    corpus = tmp_path / "data" / "my corpus"  # a space in the path
+    (folder / "metrics.json").write_text(json.dumps({"config": {
+        "data_args": {"source_name": ["emodb"], "source_dataset": [str(corpus / "manifest.csv")],
+                      "target_name": "mine", "target_dataset": "someone/mine"},
+        "training_args": {"output_dir": str(folder), "logging_dir": str(folder / "runs" / "Nov01")},
+        "command": f"python {Path.cwd()}/recipes/train.py --source_dataset '{corpus}/manifest.csv'",
+        "cache": "/var/cache/emodna/x.arrow", "url": "https://huggingface.co/datasets/someone/mine"}}))
+    (folder / "README.md").write_text(f'model="{folder}"\nskipped `{corpus}/a.wav` (bad); UAR / WAR 1/3\n')
+    (folder / "runs/Nov01/events.out.tfevents.2").write_bytes(b"\x00args" + str(folder).encode() + b"\x01")
+    hub.push_output_folder(folder, "me/emo")
+
+    uploads = {op.path_in_repo: op.path_or_fileobj for op in create_commit.call_args.kwargs["operations"]}
+    metrics = json.loads(uploads["metrics.json"])["config"]
+    assert metrics["data_args"]["source_dataset"] == ["<emodb>/manifest.csv"]
+    assert metrics["data_args"]["target_dataset"] == "someone/mine"  # a Hub id is kept
+    assert metrics["training_args"] == {"output_dir": "<output_dir>", "logging_dir": "<output_dir>/runs/Nov01"}
+    assert metrics["command"] == "python ./recipes/train.py --source_dataset '<emodb>/manifest.csv'"
+    assert metrics["cache"] == "<local>/x.arrow" and metrics["url"] == "https://huggingface.co/datasets/someone/mine"
+    assert uploads["README.md"] == b'model="me/emo"\nskipped `<emodb>/a.wav` (bad); UAR / WAR 1/3\n'
+    assert "runs/Nov01/events.out.tfevents.2" not in uploads and "runs/Nov01/events.out.tfevents.1" in uploads
+    assert "Not uploading runs/Nov01/events.out.tfevents.2" in caplog.text
+    assert (folder / "metrics.json").read_text().count(str(corpus)) == 2  # the local files are unchanged
