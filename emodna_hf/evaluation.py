@@ -270,8 +270,9 @@ def evaluate_model(eval_args: EvaluationArguments) -> dict[str, Any]:
             projection=eval_args.projection, max_projection_samples=eval_args.max_projection_samples,
             figure_title=f"{model_name} evaluated on {', '.join(s.name for s in specs)}", prefix=prefix,
         )
-        predictions = write_predictions(output_dir / (prefix + PREDICTIONS_FILE), list(zip(evaluations, datasets, strict=True)),
-                                        label_names, [s.name for s in specs])
+        predictions = write_predictions(output_dir / (prefix + PREDICTIONS_FILE),
+                                        list(zip(evaluations, datasets, strict=True)), label_names,
+                                        [s.name for s in specs])
         record["embedding_analysis"] = plots["embedding_analysis"]
         record["files"] = {"metrics": prefix.rstrip("_") + ".json", **plots["files"], "predictions": predictions.name}
         record["wall_time_s"] = time.time() - started
