@@ -26,6 +26,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput, EvalPrediction, speed_metrics
 
 from .data.collator import UDADataCollator
+from .data.labels import column_values
 from .data.memory import ReleaseMemoryCallback, RowCounter, release_memory
 from .data.stream_batches import SourceTargetStream, for_process
 from .data.streaming import is_streamed
@@ -191,6 +192,15 @@ def _columns_in_memory(dataset: Dataset, max_bytes: int) -> dict[str, np.ndarray
 
 
 @torch.no_grad()
+def source_class_weights(source: Dataset, num_labels: int) -> torch.Tensor:
+    """`n / (num_labels * n_c)` for each class `c` with `n_c` of the `n` source rows (1 for absent classes): the
+    weights under which every class weighs as much in the source loss (scikit-learn's "balanced")."""
+    counts = np.bincount(np.asarray(column_values(source, "labels"), dtype=np.int64), minlength=num_labels)
+    weights = np.where(counts > 0, counts.sum() / (num_labels * np.maximum(counts, 1)), 1.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+@torch.no_grad()
 def set_corpus_statistics(model, rows: UDATrainDataset, collator, batch_size: int = 256) -> None:
     """Each corpus's mean and (population) variance of the pooled features over all its training rows, set in the
     model's corpus normalisation (`corpus_statistics="dataset"`): the classical per-corpus standardisation (or,
@@ -321,6 +331,13 @@ class EmoDnaTrainer(Trainer):
                          data_collator=data_collator, compute_metrics=compute_metrics, **kwargs)
         self.add_callback(ReleaseMemoryCallback())  # memory flat in corpus size in evaluation (data/memory.py)
         self.target_corpus_id, self.eval_corpus_statistics = config.num_corpora - 1, eval_corpus_statistics
+        # Inverse-frequency weights of the source classes (config.class_balanced_loss), from the whole source.
+        self.source_class_weights = (
+            source_class_weights(self.train_dataset.source, config.num_labels).to(self.args.device)
+            if config.class_balanced_loss and isinstance(self.train_dataset, UDATrainDataset) else None)
+        if config.class_balanced_loss and self.train_dataset is not None and self.source_class_weights is None:
+            logger.warning("class_balanced_loss: a streamed source has no class counts; the source loss is "
+                           "not weighted.")
         # The method (emodna_hf.objectives): its loss terms, statistics and pseudo-label state.
         self.objective = build_objective(
             config, target_size=None if target_dataset is None or is_streamed(target_dataset) else len(target_dataset),
@@ -485,7 +502,12 @@ class EmoDnaTrainer(Trainer):
         updates = max(1, self.state.max_steps) * self.args.gradient_accumulation_steps
         terms, stats = self.objective(
             ObjectiveBatch(outputs, inputs["labels"], corpus_ids, is_target, progress, grl, total_updates=updates))
-        terms = {"classification": (outputs.loss, config.classification_weight), **terms}
+        classification = outputs.loss
+        if self.source_class_weights is not None and (inputs["labels"] != -100).any():
+            classification = nn.functional.cross_entropy(
+                outputs.logits, inputs["labels"].to(outputs.logits.device), weight=self.source_class_weights,
+                ignore_index=-100, label_smoothing=config.label_smoothing)
+        terms = {"classification": (classification, config.classification_weight), **terms}
         loss = sum(weight * value for value, weight in terms.values())
         self._record("train", {**stats, **{f"loss_{name}": value.detach() for name, (value, _) in terms.items()}})
         return (loss, outputs) if return_outputs else loss

@@ -84,6 +84,10 @@ class EmoDnaConfig(PreTrainedConfig):
             encoder: a regulariser against fitting the source corpus's exact feature values.
         input_dropout (`float`, defaults to 0.0): Dropout on the input of the emotion encoder, in training.
         label_smoothing (`float`, defaults to 0.0): Label smoothing of the source cross-entropy.
+        class_balanced_loss (`bool`, defaults to `False`):
+            Weight the source cross-entropy by inverse class frequency in the source training rows (each class
+            weighs as much in total, as the classical bar's `class_weight="balanced"`), so that a source corpus
+            with skewed label priors (mostly neutral, say) does not teach the classifier those priors.
         adaptation_method (`str`, defaults to `"emodna"`):
             What [`EmoDnaTrainer`] optimises: `"emodna"`, or a baseline: `"source_only"`, `"dann"`, `"mmd"` (the
             registry of `emodna_hf.objectives`).
@@ -159,6 +163,7 @@ class EmoDnaConfig(PreTrainedConfig):
         input_noise_std: float = 0.0,
         input_dropout: float = 0.0,
         label_smoothing: float = 0.0,
+        class_balanced_loss: bool = False,
         adaptation_method: str = "emodna",
         use_decoupling: bool = True,
         use_class_alignment: bool = True,
@@ -244,6 +249,7 @@ class EmoDnaConfig(PreTrainedConfig):
         self.input_noise_std = input_noise_std
         self.input_dropout = input_dropout
         self.label_smoothing = label_smoothing
+        self.class_balanced_loss = class_balanced_loss
         self.adaptation_method = adaptation_method
         self.use_decoupling = use_decoupling
         self.use_class_alignment = use_class_alignment
