@@ -154,6 +154,7 @@ def test_the_reverse_direction_extracts_almost_nothing(tmp_path):
     total = 2 * 4 * 2 * 5  # both corpora: 4 classes x 2 utterances x 5 speakers each
     # The first run extracts every utterance of both corpora (plus the held-out source, a part of A) once; the
     # model's inference on the final report may add a few more (it scores raw audio for the embedding plots).
+    print("openSMILE extractions per run:", extractions)
     assert extractions[0] >= total
     assert extractions[1] < extractions[0] / 10, extractions
     assert records[0]["computed"] == total and records[1]["computed"] == 0
