@@ -85,7 +85,11 @@ def cached_generation(fingerprint: str, cache_dir: Path | None, generate: Callab
             os.rename(partial, path)
         except OSError:  # another process saved it first: keep theirs
             shutil.rmtree(partial, ignore_errors=True)
-    return Dataset.load_from_disk(str(path))
+    dataset = Dataset.load_from_disk(str(path))
+    # `load_from_disk` gives the reopened files a fingerprint of their own: restore the generator's, so that what is
+    # keyed on it (decoded audio) is the same with and without a cache folder.
+    dataset._fingerprint = fingerprint
+    return dataset
 
 
 def _rows(dataset: Dataset, start: int, stop: int) -> Dataset:
