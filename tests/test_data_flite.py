@@ -111,6 +111,27 @@ def test_styles_change_pitch_and_voice_as_written():
     assert high_share(render("plain", tension=6.0)) > 1.5 * high_share(render("plain", tension=-6.0))
 
 
+@needs_tools
+def test_restyle_does_not_depend_on_what_was_analysed_before():
+    """WORLD's CheapTrick and D4C draw from a global generator, and D4C reads uninitialised memory below 16 kHz:
+    the same reading (of flite's 8 kHz kal voice, with its digital silence) restyled after others must not
+    change."""
+    readings = flite_corpora._synthesise("flite", [("kal", "The bus to the airport leaves every hour.", 1.0),
+                                                   ("kal16", "I found the keys under the newspaper.", 1.2)])
+    assert readings[0][1] == 16000
+    style = flite_corpora.STYLES["content"]
+
+    def render(wave, fs):
+        return acoustics.restyle(wave, fs, style, 1.0, 1.0, 0.1, 0.0, np.random.default_rng(1))
+
+    alone = render(*readings[0])
+    for _ in range(3):
+        render(*readings[1])
+        np.testing.assert_array_equal(render(*readings[0]), alone)
+    with pytest.raises(ValueError, match="16 kHz"):
+        acoustics.restyle(readings[0][0][::2], 8000, style, 1.0, 1.0, 0.0, 0.0, np.random.default_rng(1))
+
+
 def test_agc_levels_loud_and_quiet_speech_and_the_compressor_narrows_the_range():
     fs = 8000
     t = np.arange(2 * fs) / fs
@@ -158,7 +179,9 @@ def test_same_seed_same_arrays_sizes_nest_and_schema_matches():
     for utt_id, wave in zip(first["utt_id"], waves, strict=True):
         np.testing.assert_array_equal(by_id[utt_id], wave)
     assert first.features == make_synthetic_corpus("synth-a", n_per_class_per_speaker=1, n_speakers=1).features
-    assert list(first["emotion"]) == ["ang", "joy", "neu", "neu", "neu", "sad"] * 2  # 6 by priors: 1/1/3/1
+    counts = flite_corpora.class_counts(FLITE_PRESETS["synth-call"].priors, 4)
+    assert list(first["emotion"]) == [raw for raw, c in zip(("ang", "joy", "neu", "sad"), counts, strict=True)
+                                      for _ in range(c)] * 2
     for audio in first.with_format("numpy")["audio"]:
         assert audio["sampling_rate"] == 8000 and audio["array"].dtype == np.float32
         assert 1.0 <= len(audio["array"]) / 8000 <= 6.0 and np.abs(audio["array"]).max() < 1.0

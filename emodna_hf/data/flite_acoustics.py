@@ -60,11 +60,17 @@ def scaled(style: Style, amount: float) -> Style:
 def restyle(wave: np.ndarray, fs: int, style: Style, f0_factor: float, warp: float, breath: float,
             tension_db: float, rng: np.random.Generator) -> np.ndarray:
     """Re-synthesise a neutral reading with a speaker's voice (f0 factor, vocal-tract warp, breathiness,
-    tension) and an emotion style. WORLD analysis (DIO + StoneMask, CheapTrick, D4C) at 10 ms frames."""
+    tension) and an emotion style. WORLD analysis (DIO + StoneMask, CheapTrick, D4C) at 10 ms frames; `fs` must
+    be at least 16 kHz (below that D4C estimates no aperiodicity band and returns uninitialised memory)."""
+    if fs < 16000:
+        raise ValueError(f"restyle needs a rate of at least 16 kHz (WORLD's D4C), got {fs} Hz")
     pyworld = _pyworld()
     x = np.ascontiguousarray(wave, dtype=np.float64)
     f0, times = pyworld.dio(x, fs, f0_floor=55.0, f0_ceil=500.0, frame_period=_FRAME_MS)
     f0 = pyworld.stonemask(x, f0, times, fs)
+    # CheapTrick and D4C add a tiny safeguard noise drawn from WORLD's global generator, which only synthesis
+    # reseeds: without a reseed an utterance would depend on the ones analysed before it (and a corpus on its size).
+    pyworld.synthesize(np.full(3, 100.0), np.ones((3, 513)), np.full((3, 513), 0.5), 16000, _FRAME_MS)
     sp = pyworld.cheaptrick(x, f0, times, fs)
     ap = pyworld.d4c(x, f0, times, fs)
     voiced = f0 > 0

@@ -340,7 +340,8 @@ def _corpus_noise(preset: FlitePreset, rng: np.random.Generator) -> np.ndarray:
 
 
 def _synthesise(engine: str, requests: list[tuple[str, str, float]]) -> list[tuple[np.ndarray, int]]:
-    """Neutral readings (voice, text, duration stretch) -> (float64 wave, rate); festival in one process."""
+    """Neutral readings (voice, text, duration stretch) -> (float64 wave, rate >= 16 kHz); festival in one
+    process."""
     with tempfile.TemporaryDirectory(prefix="emodna-flite-") as tmp:
         paths = [Path(tmp) / f"{i:05d}.wav" for i in range(len(requests))]
         if engine == "flite":
@@ -365,6 +366,8 @@ def _synthesise(engine: str, requests: list[tuple[str, str, float]]) -> list[tup
             if not path.exists():
                 raise RuntimeError(f"{engine} wrote no audio for {request}; is the voice installed?")
             wave, fs = sf.read(io.BytesIO(path.read_bytes()), dtype="float64")
+            if fs < 16000:  # flite's kal: WORLD's D4C has no aperiodicity band below 16 kHz (and reads garbage)
+                wave, fs = soxr.resample(wave, fs, 16000), 16000
             out.append((wave, int(fs)))
         return out
 
