@@ -21,7 +21,7 @@ code with them (see `flite_acoustics.py` for its own assumptions) and adds the s
 
 Needs the `flite` binary (all presets), `festival` with the Italian diphone voices (`synth-it`), `sox` (codecs)
 and the `corpora` extra (`pyworld`, `pyroomacoustics`); nothing is downloaded at run time. The same preset,
-seed, sizes and tool versions give identical arrays. About 60-120 s per corpus on one core.
+seed, sizes and tool versions give identical arrays. About 60-75 CPU seconds per corpus (docs/benchmarks.md).
 """
 
 from __future__ import annotations
