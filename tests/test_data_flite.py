@@ -166,7 +166,7 @@ def test_codecs_keep_the_length_and_change_the_signal():
 
 
 @needs_tools
-def test_same_seed_same_arrays_sizes_nest_and_schema_matches():
+def test_same_seed_same_arrays_sizes_nest_and_schema_matches(tmp_path):
     first = make_flite_corpus("synth-call", seed=3, n_per_class_per_speaker=1, n_speakers=2)
     again = make_flite_corpus("synth-call", seed=3, n_per_class_per_speaker=1, n_speakers=2)
     other = make_flite_corpus("synth-call", seed=4, n_per_class_per_speaker=1, n_speakers=2)
@@ -179,6 +179,10 @@ def test_same_seed_same_arrays_sizes_nest_and_schema_matches():
     for utt_id, wave in zip(first["utt_id"], waves, strict=True):
         np.testing.assert_array_equal(by_id[utt_id], wave)
     assert first.features == make_synthetic_corpus("synth-a", n_per_class_per_speaker=1, n_speakers=1).features
+    saved = make_synthetic_corpus("synth-call", 3, 1, 2, cache_dir=tmp_path)  # through the cache: the same corpus
+    assert any(tmp_path.glob("generated-*"))
+    assert all(np.array_equal(x, y) for x, y in zip(waves, arrays(saved), strict=True))
+    assert make_flite_corpus("synth-call", 3, 1, 2, cache_dir=tmp_path)._fingerprint == saved._fingerprint
     counts = flite_corpora.class_counts(FLITE_PRESETS["synth-call"].priors, 4)
     assert list(first["emotion"]) == [raw for raw, c in zip(("ang", "joy", "neu", "sad"), counts, strict=True)
                                       for _ in range(c)] * 2

@@ -45,6 +45,7 @@ from scipy import signal
 
 from . import flite_acoustics as acoustics
 from .flite_acoustics import Style
+from .storage import cached_generation
 
 EMOTIONS = ("angry", "happy", "neutral", "sad")  # the order of a preset's `labels`, `priors` and `styles`
 
@@ -213,12 +214,14 @@ def make_flite_corpus(
     seed: int = 0,
     n_per_class_per_speaker: int | None = None,
     n_speakers: int | None = None,
+    cache_dir: Path | None = None,
 ) -> Dataset:
     """Generate a corpus of this family as a `datasets.Dataset` (columns of `make_synthetic_corpus`).
 
     Each speaker reads `4 * n_per_class_per_speaker` utterances split over the classes by `priors` (largest
     remainder). Every utterance has its own random stream keyed by (speaker, emotion, index), so changing the
-    sizes keeps the utterances both sizes share.
+    sizes keeps the utterances both sizes share. With a `cache_dir`, the corpus is saved there and read back next
+    time (`storage.cached_generation`).
     """
     if isinstance(preset, str):
         if preset not in FLITE_PRESETS:
@@ -231,6 +234,13 @@ def make_flite_corpus(
             n_speakers=n_speakers or preset.n_speakers,
         )
     versions = tool_versions(preset.engine)
+    # Everything the samples depend on: this family's code, styles, sentences, preset, seed and tool versions.
+    settings = repr((STYLES, SENTENCES, preset, seed, versions)).encode()
+    fingerprint = f"{_SOURCE_CRC:08x}{zlib.crc32(settings):08x}"
+    return cached_generation(fingerprint, cache_dir, lambda: _generate(preset, seed, fingerprint))
+
+
+def _generate(preset: FlitePreset, seed: int, fingerprint: str) -> Dataset:
     counts = class_counts(preset.priors, 4 * preset.n_per_class_per_speaker)
     key = [seed, zlib.crc32(preset.name.encode())]
     speakers = [_make_speaker(preset, s, np.random.default_rng([*key, 1, s])) for s in range(preset.n_speakers)]
@@ -252,9 +262,7 @@ def make_flite_corpus(
         emotions.append(preset.labels[e])
         speaker_ids.append(f"spk{s:02d}")
         utt_ids.append(f"{preset.name}-spk{s:02d}-{EMOTIONS[e]}-{k:03d}")
-    settings = repr((STYLES, SENTENCES, preset, seed, versions)).encode()
-    return _dataset(arrays, emotions, speaker_ids, utt_ids, preset.sampling_rate, preset.name,
-                    fingerprint=f"{_SOURCE_CRC:08x}{zlib.crc32(settings):08x}")
+    return _dataset(arrays, emotions, speaker_ids, utt_ids, preset.sampling_rate, preset.name, fingerprint)
 
 
 def class_counts(priors: tuple[float, ...], total: int) -> list[int]:
