@@ -80,9 +80,9 @@ def check_corpus_source(name: str, source: str, *, must_exist: bool = True) -> s
     With `must_exist=False` (parse time) a path that does not exist yet passes; `DataArguments.check_sources`
     (run time, before any loading) requires it.
     """
-    from .data import ESPEAK_PRESETS
+    from .data import ESPEAK_PRESETS, FLITE_PRESETS
 
-    presets = sorted({*PRESETS, *ESPEAK_PRESETS})  # source-filter and espeak-ng presets
+    presets = sorted({*PRESETS, *ESPEAK_PRESETS, *FLITE_PRESETS})  # the three generator families
     if not isinstance(source, str) or not source.strip():
         raise ValueError(f"Corpus {name!r}: empty dataset source.")
     if source.startswith("synthetic:"):

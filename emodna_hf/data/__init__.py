@@ -1,11 +1,12 @@
-"""Data layer: label harmonisation, audio decoding, corpus loading, synthetic corpora (source-filter and
-espeak-ng), UDA splits, batches."""
+"""Data layer: label harmonisation, audio decoding, corpus loading, synthetic corpora (source-filter,
+espeak-ng and flite/festival), UDA splits, batches."""
 
 from .assembly import UDAData, build_uda_data, split_source
 from .audio import AudioDecodeError, load_audio
 from .collator import UDADataCollator
 from .espeak import ESPEAK_PRESETS, EspeakPreset, make_espeak_corpus
 from .features import cache_features, standardize_per_speaker
+from .flite_corpora import FLITE_PRESETS, FlitePreset, make_flite_corpus
 from .labels import (
     CANONICAL_EMOTIONS,
     CORPUS_LABEL_MAPS,
@@ -31,6 +32,7 @@ __all__ = [
     "EMOTIONS",
     "EMOTION_PROFILES",
     "ESPEAK_PRESETS",
+    "FLITE_PRESETS",
     "PRESETS",
     "SCHEMES",
     "SCHEME_MAPS",
@@ -38,6 +40,7 @@ __all__ = [
     "CorpusSpec",
     "EmotionProfile",
     "EspeakPreset",
+    "FlitePreset",
     "SyntheticPreset",
     "UDAData",
     "UDADataCollator",
@@ -49,6 +52,7 @@ __all__ = [
     "load_audio",
     "load_corpus",
     "make_espeak_corpus",
+    "make_flite_corpus",
     "make_synthetic_corpus",
     "output_features",
     "split_source",

@@ -191,18 +191,22 @@ def make_synthetic_corpus(
     strings, see `PRESETS[...].labels`), `speaker` ("spk00", ...; `load_corpus` prefixes the corpus name)
     and `utt_id` (unique across presets). The same preset, seed and sizes always give identical arrays;
     every utterance has its own random stream, so changing the sizes keeps the utterances both sizes share.
-    The espeak-ng presets (`emodna_hf.data.espeak.ESPEAK_PRESETS`) are delegated to `make_espeak_corpus`.
+    The espeak-ng presets (`emodna_hf.data.espeak.ESPEAK_PRESETS`) are delegated to `make_espeak_corpus`, the
+    flite/festival presets (`emodna_hf.data.flite_corpora.FLITE_PRESETS`) to `make_flite_corpus`.
     With a `cache_dir`, the corpus is saved there and read back next time (`storage.cached_generation`).
     """
     if isinstance(preset, str):
         from .espeak import ESPEAK_PRESETS, make_espeak_corpus  # lazy: espeak.py imports this module
+        from .flite_corpora import FLITE_PRESETS, make_flite_corpus
 
         if preset in ESPEAK_PRESETS:
             return make_espeak_corpus(preset, seed, n_per_class_per_speaker, n_speakers, cache_dir=cache_dir)
+        if preset in FLITE_PRESETS:
+            return make_flite_corpus(preset, seed, n_per_class_per_speaker, n_speakers, cache_dir=cache_dir)
         if preset not in PRESETS:
             raise ValueError(
-                f"Unknown synthetic preset {preset!r}; known presets: {sorted(PRESETS)} (source-filter) and "
-                f"{sorted(ESPEAK_PRESETS)} (espeak-ng)"
+                f"Unknown synthetic preset {preset!r}; known presets: {sorted(PRESETS)} (source-filter), "
+                f"{sorted(ESPEAK_PRESETS)} (espeak-ng) and {sorted(FLITE_PRESETS)} (flite/festival)"
             )
         preset = PRESETS[preset]
     if n_per_class_per_speaker is not None or n_speakers is not None:
