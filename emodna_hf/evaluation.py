@@ -16,7 +16,7 @@ from . import reporting
 from .arguments import EvaluationArguments, looks_like_local_path
 from .card import corpus_info, versions
 from .data import SCHEMES, load_corpus
-from .preparation import normalize_waveforms
+from .preparation import prepare_dataset
 from .selection import label_free_criteria
 from .trainer import PREDICTION_IGNORE_KEYS, EmoDnaTrainer, EmoDnaTrainingArguments, WithEmbeddings
 
@@ -228,7 +228,11 @@ def evaluate_model(eval_args: EvaluationArguments) -> dict[str, Any]:
             require_labels=False, **disk,
         )
         dataset = dataset.add_column("corpus_id", [corpus_id] * len(dataset), feature=Value("int64"))
-        datasets.append(normalize_waveforms(dataset, feature_extractor, f"Normalising {spec.name}", **disk))
+        # As training prepared it: a speaker-normalised model gets cached features and each row's speaker
+        # statistics over this corpus's utterances of that speaker; a speaker-free one, the normalised waveforms.
+        datasets.append(prepare_dataset(dataset, model, feature_extractor, spec.name, batch_size=eval_args.batch_size,
+                                        cache_features=None if getattr(model.config, "speaker_normalization", False) else False,
+                                        **disk)[0])
 
     output_dir = Path(eval_args.output_dir)
     args = EmoDnaTrainingArguments(

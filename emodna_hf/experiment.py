@@ -61,10 +61,12 @@ logger = logging.getLogger(__name__)
 
 
 def build_model(model_args: ModelArguments, label_names: list[str], corpus_names: list[str],
-                sampling_rate: int = 16000) -> EmoDnaForAudioClassification:
-    """A fresh model for this label space and these corpora (SSL backbone weights from the checkpoint, if any)."""
+                sampling_rate: int = 16000, speaker_normalization: bool = False) -> EmoDnaForAudioClassification:
+    """A fresh model for this label space and these corpora (SSL backbone weights from the checkpoint, if any);
+    `speaker_normalization`: the model standardises its cached features with each input's speaker statistics."""
     kwargs = model_args.config_kwargs()
     kwargs.update(
+        speaker_normalization=speaker_normalization,
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
         num_corpora=len(corpus_names),
@@ -168,7 +170,8 @@ def run_experiment(
         with args.main_process_first(desc="loading corpora"):
             data = load_data(data_args)
     set_seed(args.seed)
-    model = build_model(model_args, data.label_names, data.corpus_names, data_args.sampling_rate)
+    model = build_model(model_args, data.label_names, data.corpus_names, data_args.sampling_rate,
+                        speaker_normalization=data_args.speaker_normalization)
     feature_extractor = create_feature_extractor(model.config)
     model.to(args.device)  # feature caching runs the backbone: on the training device
     counted = dict(STORE_COUNTS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import logging
 import os
 import shutil
 import tempfile
@@ -20,6 +21,8 @@ from .data import UDAData, build_uda_data
 from .data.storage import fingerprint, map_to_disk, resolve_cache_dir
 from .data.streaming import is_streamed
 from .modeling import EmoDnaForAudioClassification
+
+logger = logging.getLogger(__name__)
 
 
 def load_data(data_args: DataArguments) -> UDAData:
@@ -119,40 +122,83 @@ def normalize_waveforms(dataset: Dataset, feature_extractor, desc: str, *,
 
 def prepare_inputs(data: UDAData, model: EmoDnaForAudioClassification, feature_extractor,
                    cache_features: bool | None = None, batch_size: int = 16,
-                   speaker_normalization: bool = False) -> tuple[UDAData, bool]:
+                   speaker_normalization: bool | None = None) -> tuple[UDAData, bool]:
     """Normalised waveforms for every split, then (when wanted) cached backbone features.
 
     `cache_features=None` caches when the cached part is parameter-free or frozen (the tcn front end, a frozen
     SSL backbone): training then skips it every epoch and gives the same logits. The target (trained and
-    evaluated on) is processed once. `speaker_normalization` standardises the cached
-    features per speaker (`standardize_per_speaker`). Returns the new data and whether features were cached.
+    evaluated on) is processed once. With speaker normalisation (`model.config.speaker_normalization`, which
+    `speaker_normalization` may only repeat) every row also gets its speaker's statistics of the cached features
+    (`data.speakers.add_speaker_statistics`), which the model applies in `forward`. Returns the new data and
+    whether features were cached.
     """
-    from .data import cache_features as compute_cached_features
-    from .data import standardize_per_speaker
+    if speaker_normalization is not None and bool(speaker_normalization) != getattr(model.config, "speaker_normalization",
+                                                                                    False):
+        raise ValueError(f"speaker_normalization={speaker_normalization} but the model's config says "
+                         f"{model.config.speaker_normalization}: set config.speaker_normalization (the model applies "
+                         "the statistics).")
+    splits = {"source (train)": data.source_train, "source (eval)": data.source_eval, "target": data.target}
+    prepared = {name: prepare_dataset(ds, model, feature_extractor, name, cache_features=cache_features,
+                                      batch_size=batch_size, cache_dir=data.cache_dir, num_proc=data.num_proc)
+                for name, ds in splits.items()}
+    source_train, source_eval, target = prepared.values()
+    return (dataclasses.replace(data, source_train=source_train[0], source_eval=source_eval[0], target=target[0]),
+            target[1])
 
-    # Every pass writes Arrow files to the data's cache folder (memory stays flat in corpus size; a second run
-    # reuses them), with the data's worker processes.
-    disk = {"cache_dir": data.cache_dir, "num_proc": data.num_proc}
-    source_train = normalize_waveforms(data.source_train, feature_extractor, "Normalising source (train)", **disk)
-    source_eval = normalize_waveforms(data.source_eval, feature_extractor, "Normalising source (eval)", **disk)
-    target = normalize_waveforms(data.target, feature_extractor, "Normalising target", **disk)
+
+def prepare_dataset(dataset: Dataset | IterableDataset, model: EmoDnaForAudioClassification, feature_extractor,
+                    name: str, *, cache_features: bool | None = None, batch_size: int = 16,
+                    cache_dir: str | os.PathLike | None = None,
+                    num_proc: int | None = None) -> tuple[Dataset | IterableDataset, bool]:
+    """One set as the model reads it, in training and in `evaluate_model` alike: waveforms normalised as the saved
+    feature extractor does, then (when wanted, and always for a speaker-normalised model) cached backbone
+    features and each row's speaker statistics. Returns the set and whether its features were cached.
+
+    A speaker-normalised model needs speaker ids: a set whose speakers are all unknown is refused (it would be
+    standardised as one group, i.e. per corpus, without saying so); unknown rows among known ones form one group
+    per corpus, as in training, with a warning.
+    """
+    from .data import add_speaker_statistics
+    from .data import cache_features as compute_cached_features
+
+    # Every pass writes Arrow files to the cache folder (memory stays flat in corpus size; a second run reuses
+    # them), with `num_proc` worker processes.
+    disk = {"cache_dir": cache_dir, "num_proc": num_proc}
+    dataset = normalize_waveforms(dataset, feature_extractor, f"Normalising {name}", **disk)
     config = model.config
+    by_speaker = getattr(config, "speaker_normalization", False)  # (a model saved before the field: False)
     cacheable = not config.uses_ssl_backbone or config.freeze_backbone
     if cache_features and not cacheable:
         raise ValueError("cache_features needs a frozen backbone (freeze_backbone=True) or the tcn backbone.")
+    if by_speaker and (not cacheable or cache_features is False):
+        raise ValueError("speaker_normalization works on cached features: use the tcn or opensmile backbone, "
+                         "or a frozen SSL backbone, with cache_features.")
     cached = cacheable if cache_features is None else bool(cache_features)
-    if cached:
-        source_train, source_eval, target = (
-            compute_cached_features(ds, model, batch_size=batch_size, **disk) if is_streamed(ds) or len(ds) else ds
-            for ds in (source_train, source_eval, target)
-        )
-    if speaker_normalization:
-        if any(is_streamed(ds) for ds in (source_train, source_eval, target)):
+    if cached and (is_streamed(dataset) or len(dataset)):
+        dataset = compute_cached_features(dataset, model, batch_size=batch_size, **disk)
+    if by_speaker:
+        if is_streamed(dataset):
             raise ValueError("speaker_normalization needs every utterance of a speaker at once: not with a streamed "
                              "corpus.")
-        if not cached:
-            raise ValueError("speaker_normalization works on cached features: use the tcn or opensmile backbone, "
-                             "or a frozen SSL backbone, with cache_features.")
-        source_train, source_eval, target = (
-            standardize_per_speaker(ds, **disk) for ds in (source_train, source_eval, target))
-    return dataclasses.replace(data, source_train=source_train, source_eval=source_eval, target=target), cached
+        if len(dataset):
+            check_speakers(dataset, name)
+            dataset = add_speaker_statistics(dataset, **disk)
+    return dataset, cached
+
+
+def check_speakers(dataset: Dataset, name: str) -> None:
+    """Refuse a set without any speaker id for a speaker-normalised model; warn about rows of unknown speakers."""
+    from .data.labels import column_values
+
+    speakers = column_values(dataset, "speaker")
+    unknown = sum(str(s).endswith(":unknown") for s in speakers)
+    if unknown == len(speakers):
+        raise ValueError(
+            f"The {name} set ({len(speakers)} utterances) has no speaker ids, and a speaker-normalised model "
+            "standardises each speaker's features with that speaker's statistics: name the corpus's speaker column "
+            "(--target_speaker_column / --source_speaker_column in training, --corpus_speaker_column in "
+            "recipes/evaluate_model.py), or use a model trained speaker-free."
+        )
+    if unknown:
+        logger.warning("%d of %d utterances of the %s set have no speaker id: they are standardised together, as "
+                       "one group.", unknown, len(speakers), name)

@@ -38,7 +38,7 @@ from .selection import label_free_criteria
 
 PSEUDO_LABELER_STATE = "pseudo_labeler.safetensors"
 logger = logging.getLogger(__name__)
-MODEL_INPUT_COLUMNS = ("input_values", "input_features", "labels", "corpus_id")
+MODEL_INPUT_COLUMNS = ("input_values", "input_features", "labels", "corpus_id", "speaker_mean", "speaker_std")
 # Outputs not gathered at evaluation: the logits and both embeddings are what metrics, criteria and reports need.
 PREDICTION_IGNORE_KEYS = ["emotion_projections", "corpus_projections", "domain_logits", "corpus_logits"]
 

@@ -38,9 +38,9 @@ def test_read_column_follows_the_row_order_and_releases_its_pages(tmp_path):
 def test_per_speaker_statistics_merged_across_shards_equal_those_of_all_frames(tmp_path, monkeypatch):
     from datasets import Array2D
 
-    from emodna_hf.data import features
+    from emodna_hf.data import speakers as speaker_module
 
-    monkeypatch.setattr(features, "SHARD_ROWS", 3)  # statistics over 4 shards of 11 rows, speakers split across them
+    monkeypatch.setattr(speaker_module, "SHARD_ROWS", 3)  # statistics over 4 shards of 11 rows, speakers split across them
     rng = np.random.default_rng(0)
     rows = [rng.normal(loc, scale, size=(int(rng.integers(1, 5)), 3)).astype(np.float32)
             for loc, scale in [(5, 1)] * 6 + [(-3, 0.1)] * 5]
@@ -49,7 +49,7 @@ def test_per_speaker_statistics_merged_across_shards_equal_those_of_all_frames(t
     dataset = dataset.cast_column("input_features", Array2D(shape=(None, 3), dtype="float32"))
     dataset.save_to_disk(tmp_path / "rows")
     mapped = Dataset.load_from_disk(tmp_path / "rows")
-    out = features.standardize_per_speaker(mapped, cache_dir=tmp_path / "cache")
+    out = speaker_module.standardize_per_speaker(mapped, cache_dir=tmp_path / "cache")
     assert out.cache_files and len(list((tmp_path / "cache").glob("per-speaker-*.arrow"))) == 1  # written to disk
     assert out["speaker"] == speakers and out["labels"] == [0] * 11
     for speaker in ("a:1", "a:2"):

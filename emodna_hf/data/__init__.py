@@ -5,7 +5,7 @@ from .assembly import UDAData, build_uda_data, split_source
 from .audio import AudioDecodeError, load_audio
 from .collator import UDADataCollator
 from .espeak import ESPEAK_PRESETS, EspeakPreset, make_espeak_corpus
-from .features import cache_features, standardize_per_speaker
+from .features import cache_features
 from .flite_corpora import FLITE_PRESETS, FlitePreset, make_flite_corpus
 from .labels import (
     CANONICAL_EMOTIONS,
@@ -17,6 +17,7 @@ from .labels import (
     iemocap_label_map,
 )
 from .loading import CorpusSpec, load_corpus, output_features
+from .speakers import add_speaker_statistics, speaker_statistics, standardize_per_speaker
 from .synthetic import (
     EMOTION_PROFILES,
     EMOTIONS,
@@ -57,4 +58,6 @@ __all__ = [
     "output_features",
     "split_source",
     "standardize_per_speaker",
+    "add_speaker_statistics",
+    "speaker_statistics",
 ]

@@ -18,7 +18,9 @@ class UDADataCollator:
     - or `input_features` (cached features `(frames, features)` or `(layers, frames, hidden)`) →
       `input_features` padded along the frame axis + `feature_mask` `(batch, frames)` (bool);
     - `labels` → long, `-100` for examples without one (key absent or None: unlabelled target rows);
-    - `corpus_id` → `corpus_ids` (long), when present.
+    - `corpus_id` → `corpus_ids` (long), when present;
+    - `speaker_mean`, `speaker_std` (a speaker's statistics of the cached features, `data.speakers`) → float
+      `(batch, features)`, when present.
     Other columns (speaker, file names, ...) are not model inputs and are dropped.
 
     Args:
@@ -80,4 +82,10 @@ class UDADataCollator:
             raise ValueError(f"Only {with_corpus} of {len(examples)} examples have a 'corpus_id'.")
         if with_corpus:
             batch["corpus_ids"] = torch.tensor([int(e["corpus_id"]) for e in examples], dtype=torch.long)
+        for name in ("speaker_mean", "speaker_std"):
+            present = sum(e.get(name) is not None for e in examples)
+            if present not in (0, len(examples)):
+                raise ValueError(f"Only {present} of {len(examples)} examples have a {name!r}.")
+            if present:
+                batch[name] = torch.from_numpy(np.stack([np.asarray(e[name], dtype=np.float32) for e in examples]))
         return batch

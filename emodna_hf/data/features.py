@@ -17,7 +17,7 @@ from datasets import Array2D, Dataset, IterableDataset, List, Value
 
 from .collator import UDADataCollator
 from .feature_store import STORE_COUNTS, FeatureStore
-from .storage import CACHE_FORMAT, SHARD_ROWS, _reopened, map_to_disk, resolve_cache_dir
+from .storage import CACHE_FORMAT, map_to_disk, resolve_cache_dir
 from .streaming import is_streamed
 
 # Config fields that decide what each front end's cached part computes (the heads' and the method's fields do not):
@@ -171,65 +171,3 @@ def _front_end_key(model) -> str:
         for name, tensor in [*cached_part.named_parameters(), *cached_part.named_buffers()]:
             digest.update(f"{name}{tensor.double().sum().item():.12e}".encode())
     return digest.hexdigest()[:16]
-
-
-def standardize_per_speaker(dataset: Dataset, column: str = "input_features", *,
-                            cache_dir: str | os.PathLike | None = None, num_proc: int | None = None) -> Dataset:
-    """Standardise cached features per speaker: each speaker's valid frames to zero mean and unit variance.
-
-    The classic SER remedy for speaker variability (pitch range, loudness, voice quality differ between people).
-    It uses the `speaker` column, metadata most corpora carry (it is not an emotion label), and needs the whole
-    set of a speaker's utterances, so a model trained on such features is **not** what `pipeline()` runs on raw
-    audio: report its results apart from the speaker-free ones. Rows of unknown speakers (`"<corpus>:unknown"`)
-    are standardised together as one group per corpus.
-
-    Two passes, neither holding the corpus: the speakers' statistics are merged shard by shard (count, mean and
-    sum of squared deviations in float64, Chan et al.'s pairwise update), then every row is standardised in a
-    `map`, written to `cache_dir` shard by shard when one is given (`storage.map_to_disk`).
-    """
-    if column not in dataset.column_names or "speaker" not in dataset.column_names:
-        raise ValueError(f"Speaker standardisation needs cached {column!r} and 'speaker' columns; the dataset has "
-                         f"{dataset.column_names}.")
-    if not len(dataset):
-        return dataset
-    moments: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}  # speaker: (frames, mean, M2)
-    for start in range(0, len(dataset), SHARD_ROWS):
-        shard = _reopened(dataset.select(range(start, min(len(dataset), start + SHARD_ROWS))))
-        rows = shard.with_format("numpy", columns=[column, "speaker"])[:]
-        speakers = np.asarray(rows["speaker"])
-        for speaker in np.unique(speakers):
-            # Every valid frame of the speaker in this shard: features are the last axis in every layout.
-            frames = np.concatenate([np.asarray(rows[column][i], dtype=np.float64).reshape(-1, _width(rows[column][i]))
-                                     for i in np.flatnonzero(speakers == speaker)])
-            moments[speaker] = _merge(moments.get(speaker), (len(frames), frames.mean(0),
-                                                             ((frames - frames.mean(0)) ** 2).sum(0)))
-        del shard, rows
-    statistics = {speaker: (mean.astype(np.float32), (np.sqrt(m2 / n) + 1e-5).astype(np.float32))
-                  for speaker, (n, mean, m2) in moments.items()}
-
-    def standardise(batch: dict[str, list]) -> dict[str, list]:
-        return {column: [((np.asarray(f, dtype=np.float32) - statistics[s][0]) / statistics[s][1]).astype(np.float32)
-                         for f, s in zip(batch[column], batch["speaker"], strict=True)]}
-
-    folder = resolve_cache_dir(cache_dir) if cache_dir is not None else None
-    key = hashlib.sha1(f"{dataset._fingerprint}-per-speaker-{column}".encode()).hexdigest()[:16]
-    return map_to_disk(
-        dataset.with_format("numpy", columns=[column], output_all_columns=True), standardise, cache_dir=folder,
-        name="per-speaker", key=key, desc="Standardising per speaker", num_proc=num_proc, batched=True,
-        batch_size=64, features=dataset.features,
-    ).with_format(None)
-
-
-def _width(frames: np.ndarray) -> int:
-    """The feature size of one row's cached features (the last axis)."""
-    return np.asarray(frames).shape[-1] if np.ndim(frames) else 1
-
-
-def _merge(a: tuple | None, b: tuple) -> tuple[int, np.ndarray, np.ndarray]:
-    """Count, mean and sum of squared deviations of two groups of frames together (Chan et al. 1979)."""
-    if a is None:
-        return b
-    (n_a, mean_a, m2_a), (n_b, mean_b, m2_b) = a, b
-    n = n_a + n_b
-    delta = mean_b - mean_a
-    return n, mean_a + delta * n_b / n, m2_a + m2_b + delta ** 2 * n_a * n_b / n

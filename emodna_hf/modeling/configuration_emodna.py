@@ -83,6 +83,12 @@ class EmoDnaConfig(PreTrainedConfig):
             Standard deviation of Gaussian noise added in training to the (corpus-normalised) input of the emotion
             encoder: a regulariser against fitting the source corpus's exact feature values.
         input_dropout (`float`, defaults to 0.0): Dropout on the input of the emotion encoder, in training.
+        speaker_normalization (`bool`, defaults to `False`):
+            The cached features (the output of `compute_cacheable_features`) are standardised per speaker with the
+            mean and standard deviation over all that speaker's utterances (`--speaker_normalization`; speaker ids
+            are metadata, not emotion labels). Such a model needs every input's speaker statistics
+            (`forward(speaker_mean=..., speaker_std=...)`, from `speaker_statistics`) and refuses input without
+            them; see `speakers_emodna.py`.
         label_smoothing (`float`, defaults to 0.0): Label smoothing of the source cross-entropy.
         class_balanced_loss (`bool`, defaults to `False`):
             Weight the source cross-entropy by inverse class frequency in the source training rows (each class
@@ -162,6 +168,7 @@ class EmoDnaConfig(PreTrainedConfig):
         corpus_statistics: str = "batch",
         input_noise_std: float = 0.0,
         input_dropout: float = 0.0,
+        speaker_normalization: bool = False,
         label_smoothing: float = 0.0,
         class_balanced_loss: bool = False,
         adaptation_method: str = "emodna",
@@ -248,6 +255,7 @@ class EmoDnaConfig(PreTrainedConfig):
         self.corpus_statistics = corpus_statistics
         self.input_noise_std = input_noise_std
         self.input_dropout = input_dropout
+        self.speaker_normalization = bool(speaker_normalization)
         self.label_smoothing = label_smoothing
         self.class_balanced_loss = class_balanced_loss
         self.adaptation_method = adaptation_method

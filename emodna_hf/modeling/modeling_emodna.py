@@ -31,6 +31,13 @@ from .layers_emodna import (  # noqa: F401 - CorpusNormalization and the pooling
     weight_dtype,
 )
 from .opensmile_emodna import OpenSmileBackbone
+from .speakers_emodna import (
+    HOW_TO_PROVIDE,
+    frame_moments,
+    merge_moments,
+    normalize_features,
+    statistics_from_moments,
+)
 from .tcn_emodna import TemporalConvBackbone
 
 
@@ -218,10 +225,13 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
             frame_mask = self.backbone._get_feature_vector_attention_mask(frames, attention_mask).bool()
         return layers, frame_mask
 
-    def _backbone_layers(self, input_values, attention_mask, input_features, feature_mask):
-        """`(batch, layers, frames, hidden)` and the frame mask, from waveforms or cached features."""
+    def _backbone_layers(self, input_values, attention_mask, input_features, feature_mask, speaker_mean=None,
+                         speaker_std=None):
+        """`(batch, layers, frames, hidden)` and the frame mask, from waveforms or cached features (standardised
+        with the speakers' statistics first when the model was trained so)."""
         if (input_values is None) == (input_features is None):
             raise ValueError("Pass exactly one of input_values (waveforms) and input_features (cached features).")
+        self._check_speaker_statistics(speaker_mean, speaker_std)
         if input_values is not None:
             input_values, attention_mask = self._check_waveform(input_values, attention_mask)
             if not self.training and not torch.compiler.is_exporting():
@@ -229,8 +239,9 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
                 # and the ONNX exporter; emodna_hf.export documents that its callers check inputs themselves.)
                 self._refuse_unclassifiable(input_values, attention_mask)
             if self.config.uses_ssl_backbone:
-                return self._ssl_layers(input_values, attention_mask)
-            input_features, feature_mask = self.backbone.front_end(input_values, attention_mask)
+                input_features, feature_mask = self._ssl_layers(input_values, attention_mask)
+            else:
+                input_features, feature_mask = self.backbone.front_end(input_values, attention_mask)
         else:
             expected_dims = 4 if self.config.uses_ssl_backbone else 3
             if input_features.dim() != expected_dims:
@@ -241,9 +252,71 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
             if feature_mask is None:
                 feature_mask = torch.ones(input_features.shape[0], input_features.shape[-2], dtype=torch.bool)
             feature_mask = feature_mask.to(device=input_features.device, dtype=torch.bool)
-            if self.config.uses_ssl_backbone:
-                return input_features, feature_mask
+        if self.config.speaker_normalization:
+            input_features = normalize_features(input_features, feature_mask, speaker_mean, speaker_std)
+        if self.config.uses_ssl_backbone:
+            return input_features, feature_mask
         return self.backbone.encode_features(input_features, feature_mask), feature_mask
+
+    def _check_speaker_statistics(self, speaker_mean, speaker_std) -> None:
+        """A speaker-normalised model never guesses statistics; a speaker-free one never ignores them."""
+        given = (speaker_mean is not None, speaker_std is not None)
+        if self.config.speaker_normalization and not all(given):
+            raise ValueError(
+                "This model was trained on features standardised per speaker (config.speaker_normalization=True): "
+                "every input needs its speaker's statistics (speaker_mean and speaker_std), and there are none "
+                "here (pipeline() on bare audio cannot provide them). " + HOW_TO_PROVIDE
+            )
+        if not self.config.speaker_normalization and any(given):
+            raise ValueError("speaker_mean/speaker_std were given, but this model was trained speaker-free "
+                             "(config.speaker_normalization=False) and would not use them.")
+
+    @torch.no_grad()
+    def speaker_statistics(
+        self, input_values: torch.Tensor | list, attention_mask: torch.Tensor | None = None, batch_size: int = 16
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One speaker's `(speaker_mean, speaker_std)`, float32 vectors of the cached feature size, from several
+        utterances of that speaker (the more, the better: training used all of a speaker's utterances in the
+        corpus).
+
+        Args:
+            input_values: The speaker's waveforms as the saved feature extractor returns them: a padded batch
+                `(utterances, samples)` with its `attention_mask`, or a list of 1-D waveforms.
+            batch_size: Utterances run through the front end at once.
+
+        The statistics are those of training (`emodna_hf.data.speakers`): mean and population standard deviation
+        (+1e-5) over every valid frame of the cached features, in float64. Pass them to `forward` with any of
+        the speaker's utterances (they broadcast over the batch).
+        """
+        if isinstance(input_values, (list, tuple)):
+            waves = [torch.as_tensor(w, dtype=torch.float32).reshape(-1) for w in input_values]
+        else:
+            values, mask = self._check_waveform(torch.as_tensor(input_values), attention_mask)
+            lengths = mask.sum(-1).tolist() if mask is not None else [values.shape[-1]] * values.shape[0]
+            waves = [row[: int(n)] for row, n in zip(values, lengths, strict=True)]
+        if not waves:
+            raise ValueError("speaker_statistics needs at least one utterance of the speaker.")
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        moments = None
+        try:
+            for start in range(0, len(waves), batch_size):
+                chunk = waves[start:start + batch_size]
+                batch = torch.zeros(len(chunk), max(len(w) for w in chunk))
+                mask = torch.zeros(batch.shape, dtype=torch.long)
+                for i, wave in enumerate(chunk):
+                    batch[i, : len(wave)], mask[i, : len(wave)] = wave, 1
+                self._refuse_unclassifiable(batch, mask)
+                features, frame_mask = self.compute_cacheable_features(batch.to(device), mask.to(device))
+                frames = frame_mask.sum(1).tolist()
+                rows = [row.narrow(row.dim() - 2, 0, n).float().cpu().numpy()
+                        for row, n in zip(features, frames, strict=True)]
+                moments = merge_moments(moments, frame_moments(rows))
+        finally:
+            self.train(was_training)
+        mean, std = statistics_from_moments(moments)
+        return torch.from_numpy(mean), torch.from_numpy(std)
 
     def _check_waveform(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None):
         if input_values.dim() == 1:
@@ -302,6 +375,8 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
         corpus_ids: torch.LongTensor | None = None,
         output_embeddings: bool = False,
         gradient_reversal_coefficient: float = 1.0,
+        speaker_mean: torch.Tensor | None = None,
+        speaker_std: torch.Tensor | None = None,
     ) -> EmoDnaOutput:
         r"""
         Args:
@@ -316,8 +391,12 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
             output_embeddings: Also return the embeddings, projections and corpus logits used by the UDA losses.
             gradient_reversal_coefficient: Scale of the reversed gradient reaching the emotion encoder from the
                 corpus discriminator (the DANN schedule's current value).
+            speaker_mean, speaker_std (`(batch, feature_size)` or `(feature_size,)`): Each row's speaker
+                statistics of the cached features ([`speaker_statistics`]); required by, and only by, a model
+                trained with `config.speaker_normalization=True`, which standardises the cached features with them.
         """
-        layers, frame_mask = self._backbone_layers(input_values, attention_mask, input_features, feature_mask)
+        layers, frame_mask = self._backbone_layers(input_values, attention_mask, input_features, feature_mask,
+                                                   speaker_mean, speaker_std)
         hidden_states = self.layer_sum(layers) if self.layer_sum is not None else layers[:, -1]
         pooled = self.pooling(hidden_states, frame_mask)
         # The emotion branch sees corpus-normalised features; the corpus branch keeps the corpus information.
