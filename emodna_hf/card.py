@@ -134,8 +134,9 @@ def card_info(record: dict[str, Any], corpora: dict[str, dict], model, model_arg
         "notes": [note for flag, note in (
             ("allow_source_target_overlap", "the target was allowed to overlap the source corpora (an in-domain "
              "experiment: its utterances may also be labelled training data), so its scores are not cross-corpus"),
-            ("speaker_normalization", "features were standardised per speaker (speaker ids used): not comparable "
-             "with speaker-free results, and pipeline() on raw audio does not apply it"),
+            ("speaker_normalization", "features were standardised per speaker (speaker ids used; not comparable "
+             "with speaker-free results): the model needs each utterance's speaker and refuses input without it "
+             "(see How to use)"),
             ("target_streaming", "the target corpus was streamed (its size unknown to the run): adapted to as a "
              f"stream, its metrics are those of its first {record['target']['n']} utterances"),
             ("source_streaming", "the source corpora were streamed: split by a hash of the speaker, the held-out "
@@ -148,6 +149,7 @@ def card_info(record: dict[str, Any], corpora: dict[str, dict], model, model_arg
         "best_checkpoint": record.get("selection", {}).get("best_checkpoint"),
         "files": files,
         "sampling_rate": config.sampling_rate,
+        "speaker_normalization": bool(getattr(config, "speaker_normalization", False)),
         "reproduce_command": command or "# run_experiment(...) with the configuration recorded in metrics.json",
         "versions": record["versions"],
         "extra_tags": [config.adaptation_method, config.backbone_type, scenario["scheme"]],

@@ -13,7 +13,8 @@ is inside the graph (its STFT is a real-valued convolution). The `opensmile` fun
 C++ library called per utterance, which no graph can hold, so the graph starts at the functionals and the front
 end stays in Python (the `opensmile` package; :func:`onnx_inputs` computes them as the model does, and the
 `emodna.front_end` metadata entry of the .onnx file names it). A graph cannot raise either: the checks that
-refuse NaN, too-short or silent input in `forward` are not in it; callers check their audio.
+refuse NaN, too-short or silent input in `forward` are not in it; callers check their audio. A speaker-normalised
+model (`config.speaker_normalization`) is refused: its graph would need each input's speaker statistics.
 
     from emodna_hf.export import export_onnx
     export_onnx("outputs/default")          # writes outputs/default/model.onnx, checked with onnxruntime
@@ -110,6 +111,14 @@ def exportable(model: EmoDnaForAudioClassification, batch_size: int = 2) -> tupl
     """
     if model.training:
         raise ValueError("Export a model in eval mode: call model.eval() first.")
+    if getattr(model.config, "speaker_normalization", False):
+        # The graph would have to take each input's speaker statistics; exporting without them would silently
+        # drop the normalisation the model was trained with.
+        raise ValueError("This model was trained speaker-normalised (config.speaker_normalization=True): its "
+                         "inference needs each input's speaker statistics, which the exported graphs do not take. "
+                         "Export is not supported for it; run it in PyTorch (emodna_hf.speakers.predict_by_speaker, "
+                         "recipes/evaluate_model.py --corpus_speaker_column) or train a speaker-free model to deploy "
+                         "with ONNX.")
     batch = torch.export.Dim.DYNAMIC
     minimum = int(MIN_INPUT_SECONDS * model.config.sampling_rate)
     lengths = [minimum * 6 - 37 * row for row in range(batch_size)]
