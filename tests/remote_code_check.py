@@ -29,11 +29,24 @@ waveforms = torch.from_numpy(np.load(input_path))
 result = {}
 for name, auto_class in [("audio_classification", AutoModelForAudioClassification), ("auto_model", AutoModel)]:
     model = auto_class.from_pretrained(model_dir, trust_remote_code=True).eval()
+    statistics = {}
+    if getattr(model.config, "speaker_normalization", False):
+        # A speaker-normalised model: the statistics of the waveforms as one speaker's utterances; without them
+        # the forward pass must refuse.
+        try:
+            model(waveforms)
+            result.setdefault("refused", {})[name] = None
+        except ValueError as error:
+            result.setdefault("refused", {})[name] = str(error)
+        statistics = dict(zip(("speaker_mean", "speaker_std"), model.speaker_statistics(waveforms), strict=True))
     with torch.no_grad():
         result[name] = {"class": type(model).__name__, "module": type(model).__module__,
-                        "logits": model(waveforms).logits.tolist()}
+                        "logits": model(waveforms, **statistics).logits.tolist()}
 classifier = pipeline("audio-classification", model=model_dir, trust_remote_code=True)
-result["pipeline"] = classifier(waveforms[0].numpy(), top_k=None)
+try:
+    result["pipeline"] = classifier(waveforms[0].numpy(), top_k=None)
+except ValueError as error:
+    result["pipeline_refused"] = str(error)
 if len(sys.argv) > 3:
     import soxr  # noqa: E402
 

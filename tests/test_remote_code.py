@@ -86,3 +86,23 @@ def test_pipeline_takes_files_bytes_any_rate_pcm_and_stereo_without_ffmpeg_or_to
         pcm = np.round(wave / np.abs(wave).max() * 32000).astype(np.float32)
         unscaled = model(torch.from_numpy(pcm)).logits.softmax(-1)[0].numpy()
     assert np.abs(unscaled - [scores["int16"][label] for label in labels]).max() > 1e-3
+
+
+@pytest.mark.slow
+def test_speaker_normalised_model_by_remote_code_alone(tmp_path):
+    """Without emodna_hf, the saved code computes a speaker's statistics, applies them, and refuses input
+    without them (forward and pipeline), with the message that says how to give them."""
+    torch.manual_seed(0)
+    model = EmoDnaForAudioClassification(tiny_config("tcn", speaker_normalization=True)).eval()
+    model.save_pretrained(tmp_path / "saved")
+    create_feature_extractor(model.config).save_pretrained(tmp_path / "saved")
+    waveforms = np.random.default_rng(0).standard_normal((2, 9000)).astype(np.float32)
+    mean, std = model.speaker_statistics(torch.from_numpy(waveforms))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(waveforms), speaker_mean=mean, speaker_std=std).logits.numpy()
+    report = run_remote_code_check(tmp_path / "saved", waveforms, tmp_path)
+    for key in ("audio_classification", "auto_model"):
+        assert report[key]["module"].startswith("transformers_modules"), report[key]["module"]
+        np.testing.assert_allclose(np.array(report[key]["logits"]), expected, rtol=1e-5, atol=1e-6)
+        assert "speaker_statistics" in report["refused"][key]
+    assert "pipeline" not in report and "speaker_statistics" in report["pipeline_refused"]

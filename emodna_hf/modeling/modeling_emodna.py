@@ -31,13 +31,7 @@ from .layers_emodna import (  # noqa: F401 - CorpusNormalization and the pooling
     weight_dtype,
 )
 from .opensmile_emodna import OpenSmileBackbone
-from .speakers_emodna import (
-    HOW_TO_PROVIDE,
-    frame_moments,
-    merge_moments,
-    normalize_features,
-    statistics_from_moments,
-)
+from .speakers_emodna import HOW_TO_PROVIDE, normalize_features, speaker_statistics
 from .tcn_emodna import TemporalConvBackbone
 
 
@@ -288,35 +282,7 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
         (+1e-5) over every valid frame of the cached features, in float64. Pass them to `forward` with any of
         the speaker's utterances (they broadcast over the batch).
         """
-        if isinstance(input_values, (list, tuple)):
-            waves = [torch.as_tensor(w, dtype=torch.float32).reshape(-1) for w in input_values]
-        else:
-            values, mask = self._check_waveform(torch.as_tensor(input_values), attention_mask)
-            lengths = mask.sum(-1).tolist() if mask is not None else [values.shape[-1]] * values.shape[0]
-            waves = [row[: int(n)] for row, n in zip(values, lengths, strict=True)]
-        if not waves:
-            raise ValueError("speaker_statistics needs at least one utterance of the speaker.")
-        device = next(self.parameters()).device
-        was_training = self.training
-        self.eval()
-        moments = None
-        try:
-            for start in range(0, len(waves), batch_size):
-                chunk = waves[start:start + batch_size]
-                batch = torch.zeros(len(chunk), max(len(w) for w in chunk))
-                mask = torch.zeros(batch.shape, dtype=torch.long)
-                for i, wave in enumerate(chunk):
-                    batch[i, : len(wave)], mask[i, : len(wave)] = wave, 1
-                self._refuse_unclassifiable(batch, mask)
-                features, frame_mask = self.compute_cacheable_features(batch.to(device), mask.to(device))
-                frames = frame_mask.sum(1).tolist()
-                rows = [row.narrow(row.dim() - 2, 0, n).float().cpu().numpy()
-                        for row, n in zip(features, frames, strict=True)]
-                moments = merge_moments(moments, frame_moments(rows))
-        finally:
-            self.train(was_training)
-        mean, std = statistics_from_moments(moments)
-        return torch.from_numpy(mean), torch.from_numpy(std)
+        return speaker_statistics(self, input_values, attention_mask, batch_size)
 
     def _check_waveform(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None):
         if input_values.dim() == 1:

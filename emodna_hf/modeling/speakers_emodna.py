@@ -77,3 +77,43 @@ def normalize_features(features: torch.Tensor, feature_mask: torch.Tensor, speak
     valid = feature_mask.to(device=features.device, dtype=torch.bool)
     valid = valid.reshape(batch, *[1] * (features.dim() - 3), valid.shape[-1], 1)
     return torch.where(valid, normalized, torch.zeros((), dtype=normalized.dtype, device=normalized.device))
+
+
+def _waveform_list(model, input_values, attention_mask) -> list[torch.Tensor]:
+    """One speaker's utterances as 1-D float32 tensors (valid samples only)."""
+    if torch.is_tensor(input_values) or (isinstance(input_values, np.ndarray) and input_values.dtype != object):
+        values, mask = model._check_waveform(torch.as_tensor(input_values, dtype=torch.float32), attention_mask)
+        lengths = mask.sum(-1).tolist() if mask is not None else [values.shape[-1]] * values.shape[0]
+        return [row[: int(n)] for row, n in zip(values, lengths, strict=True)]
+    # A list (or object array) of 1-D waveforms of different lengths, as the feature extractor returns them.
+    return [torch.as_tensor(np.asarray(w, dtype=np.float32)).reshape(-1) for w in input_values]
+
+
+@torch.no_grad()
+def speaker_statistics(model, input_values, attention_mask=None, batch_size: int = 16):
+    """`EmoDnaForAudioClassification.speaker_statistics`: the cached features of the speaker's utterances, in
+    batches through `compute_cacheable_features`, merged into one `(mean, std)`."""
+    waves = _waveform_list(model, input_values, attention_mask)
+    if not waves:
+        raise ValueError("speaker_statistics needs at least one utterance of the speaker.")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    moments = None
+    try:
+        for start in range(0, len(waves), batch_size):
+            chunk = waves[start:start + batch_size]
+            batch = torch.zeros(len(chunk), max(len(w) for w in chunk))
+            mask = torch.zeros(batch.shape, dtype=torch.long)
+            for i, wave in enumerate(chunk):
+                batch[i, : len(wave)], mask[i, : len(wave)] = wave, 1
+            model._refuse_unclassifiable(batch, mask)
+            features, frame_mask = model.compute_cacheable_features(batch.to(device), mask.to(device))
+            frames = frame_mask.sum(1).tolist()
+            rows = [row.narrow(row.dim() - 2, 0, n).float().cpu().numpy()
+                    for row, n in zip(features, frames, strict=True)]
+            moments = merge_moments(moments, frame_moments(rows))
+    finally:
+        model.train(was_training)
+    mean, std = statistics_from_moments(moments)
+    return torch.from_numpy(mean), torch.from_numpy(std)
