@@ -290,8 +290,8 @@ class DataArguments:
     speaker_normalization: bool = field(
         default=False,
         metadata={"help": "Standardise the cached features per speaker (speaker ids are metadata, not emotion "
-                  "labels). Results are not comparable with speaker-free ones, and the saved model's pipeline on "
-                  "raw audio does not apply it: for studies, not for deployment."},
+                  "labels; results are not comparable with speaker-free ones). The saved model applies each "
+                  "input's speaker statistics and refuses input without them (see emodna_hf.speakers)."},
     )
 
     def __post_init__(self):
