@@ -230,9 +230,9 @@ def evaluate_model(eval_args: EvaluationArguments) -> dict[str, Any]:
         dataset = dataset.add_column("corpus_id", [corpus_id] * len(dataset), feature=Value("int64"))
         # As training prepared it: a speaker-normalised model gets cached features and each row's speaker
         # statistics over this corpus's utterances of that speaker; a speaker-free one, the normalised waveforms.
+        by_speaker = getattr(model.config, "speaker_normalization", False)
         datasets.append(prepare_dataset(dataset, model, feature_extractor, spec.name, batch_size=eval_args.batch_size,
-                                        cache_features=None if getattr(model.config, "speaker_normalization", False) else False,
-                                        **disk)[0])
+                                        cache_features=None if by_speaker else False, **disk)[0])
 
     output_dir = Path(eval_args.output_dir)
     args = EmoDnaTrainingArguments(

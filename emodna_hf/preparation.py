@@ -132,11 +132,10 @@ def prepare_inputs(data: UDAData, model: EmoDnaForAudioClassification, feature_e
     (`data.speakers.add_speaker_statistics`), which the model applies in `forward`. Returns the new data and
     whether features were cached.
     """
-    if speaker_normalization is not None and bool(speaker_normalization) != getattr(model.config, "speaker_normalization",
-                                                                                    False):
-        raise ValueError(f"speaker_normalization={speaker_normalization} but the model's config says "
-                         f"{model.config.speaker_normalization}: set config.speaker_normalization (the model applies "
-                         "the statistics).")
+    configured = getattr(model.config, "speaker_normalization", False)
+    if speaker_normalization is not None and bool(speaker_normalization) != configured:
+        raise ValueError(f"speaker_normalization={speaker_normalization} but the model's config says {configured}: "
+                         "set config.speaker_normalization (the model applies the statistics).")
     splits = {"source (train)": data.source_train, "source (eval)": data.source_eval, "target": data.target}
     prepared = {name: prepare_dataset(ds, model, feature_extractor, name, cache_features=cache_features,
                                       batch_size=batch_size, cache_dir=data.cache_dir, num_proc=data.num_proc)
