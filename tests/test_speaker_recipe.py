@@ -72,7 +72,7 @@ def test_python_api_and_card_of_a_speaker_normalised_run(speaker_run):
     labels = np.asarray(column_values(corpus, "labels"))
     assert confusion_matrix(logits.argmax(-1), labels, 4).tolist() == run["confusion_matrix"]
     with pytest.raises(ValueError, match="speaker_statistics"):
-        pipeline("audio-classification", model=str(output))(waves[0])
+        pipeline("audio-classification", model=str(output), trust_remote_code=True)(waves[0])
 
     card = ModelCard.load(output / "README.md").text
     assert "speaker-normalised" in card and "model.speaker_statistics(" in card

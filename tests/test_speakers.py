@@ -93,10 +93,21 @@ def test_the_pipeline_and_export_refuse_a_speaker_normalised_model(tmp_path):
 
     model = _model("tcn")
     model.save_pretrained(tmp_path)
-    create_feature_extractor(model.config).save_pretrained(tmp_path)
-    classifier = pipeline("audio-classification", model=str(tmp_path))
+    extractor = create_feature_extractor(model.config)
+    extractor.save_pretrained(tmp_path)
+    classifier = pipeline("audio-classification", model=str(tmp_path), trust_remote_code=True)
     with pytest.raises(ValueError, match="speaker_statistics"):
         classifier(tone(0.5))
+    # The statistics given with the audio: the model's own probabilities.
+    waves = [tone(0.5, frequency=150 + 20 * i, seed=i) for i in range(3)]
+    mean, std = model.speaker_statistics(extractor(waves, sampling_rate=16000)["input_values"])
+    scores = classifier({"raw": waves[0], "sampling_rate": 16000, "speaker_mean": mean, "speaker_std": std},
+                        top_k=None)
+    with torch.no_grad():
+        expected = model(**extractor(waves[0], sampling_rate=16000, return_tensors="pt"), speaker_mean=mean,
+                         speaker_std=std).logits.softmax(-1)[0]
+    for score in scores:
+        assert score["score"] == pytest.approx(float(expected[model.config.label2id[score["label"]]]), rel=1e-5)
     with pytest.raises(ValueError, match="Export is not supported"):
         exportable(model)
 

@@ -259,7 +259,7 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
             raise ValueError(
                 "This model was trained on features standardised per speaker (config.speaker_normalization=True): "
                 "every input needs its speaker's statistics (speaker_mean and speaker_std), and there are none "
-                "here (pipeline() on bare audio cannot provide them). " + HOW_TO_PROVIDE
+                "here. " + HOW_TO_PROVIDE
             )
         if not self.config.speaker_normalization and any(given):
             raise ValueError("speaker_mean/speaker_std were given, but this model was trained speaker-free "

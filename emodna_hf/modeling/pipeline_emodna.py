@@ -9,7 +9,9 @@ with soxr, so that
 
 takes a file path, the bytes of a file, a 1-D array at the model's rate, or `{"raw"|"array": ..., "sampling_rate":
 sr}` at any rate, with integer PCM rescaled and multichannel audio, (samples, channels) or (channels, samples),
-mixed down (`audio_emodna`). Shipped as remote code: `pipeline(..., trust_remote_code=True)` loads it from the
+mixed down (`audio_emodna`). A speaker-normalised model (`config.speaker_normalization`) also needs the speaker's
+statistics in the dict: `{"raw": ..., "sampling_rate": sr, "speaker_mean": mean, "speaker_std": std}` (from
+`model.speaker_statistics`). Shipped as remote code: `pipeline(..., trust_remote_code=True)` loads it from the
 model's folder or Hub repository.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import os
 
+import torch
 from transformers import AudioClassificationPipeline
 
 from .audio_emodna import decode, waveform
@@ -29,6 +32,7 @@ class EmoDnaAudioClassificationPipeline(AudioClassificationPipeline):
         rate = self.feature_extractor.sampling_rate
         if isinstance(inputs, (str, os.PathLike)) and str(inputs).startswith(("http://", "https://")):
             raise ValueError(f"{inputs} is a URL: download the file first and pass its path or its bytes.")
+        speaker = {}
         if isinstance(inputs, (str, os.PathLike, bytes, bytearray)):
             audio, sampling_rate = decode(inputs)
         elif isinstance(inputs, dict):
@@ -37,11 +41,14 @@ class EmoDnaAudioClassificationPipeline(AudioClassificationPipeline):
                                  f"got the keys {sorted(inputs)}.")
             audio = inputs["raw"] if "raw" in inputs else inputs["array"]
             sampling_rate = int(inputs["sampling_rate"])
+            speaker = {name: inputs[name] for name in ("speaker_mean", "speaker_std") if name in inputs}
         else:
             audio, sampling_rate = inputs, rate  # an array or tensor: at the model's rate, as the stock pipeline
         processed = self.feature_extractor(waveform(audio), sampling_rate=sampling_rate, return_tensors="pt")
         if self.dtype is not None:
             processed = processed.to(dtype=self.dtype)
+        for name, value in speaker.items():  # the model checks them (and refuses input without them)
+            processed[name] = torch.as_tensor(value, dtype=torch.float32).reshape(1, -1)
         return processed
 
 

@@ -22,7 +22,9 @@ STD_EPSILON = 1e-5
 HOW_TO_PROVIDE = (
     "Compute a speaker's statistics from their utterances with `mean, std = model.speaker_statistics(waveforms)` "
     "(the feature extractor's output for several utterances of that one speaker) and pass "
-    "`model(..., speaker_mean=mean, speaker_std=std)`; evaluate a corpus with a speaker column with "
+    "`model(..., speaker_mean=mean, speaker_std=std)` (or the pipeline "
+    "`{\"raw\": audio, \"sampling_rate\": sr, \"speaker_mean\": mean, \"speaker_std\": std}`); evaluate a corpus "
+    "with a speaker column with "
     "`recipes/evaluate_model.py --corpus_speaker_column COLUMN` or `emodna_hf.speakers.predict_by_speaker`."
 )
 
