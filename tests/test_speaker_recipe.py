@@ -48,6 +48,17 @@ def test_evaluate_model_reproduces_a_speaker_normalised_run(speaker_run):
     for criterion in ("target_im", "target_snd", "target_snd_embeddings"):
         assert evaluated["selection"][criterion] == pytest.approx(run["selection"][criterion], rel=1e-5, abs=1e-6)
     assert evaluated["mean_confidence"] == pytest.approx(run["target"]["mean_confidence"], rel=1e-5)
+    # Utterance by utterance: the same predicted class and probabilities.
+    from datasets import load_dataset
+
+    trained = load_dataset("parquet", data_files=str(output / "predictions.parquet"), split="train").to_pandas()
+    again = load_dataset("parquet", data_files=str(tmp_path / "eval" / "eval_synth-b_predictions.parquet"),
+                         split="train").to_pandas()
+    trained, again = (frame.sort_values("utt_id").reset_index(drop=True) for frame in (trained, again))
+    assert list(trained["utt_id"]) == list(again["utt_id"]) and list(trained["speaker"]) == list(again["speaker"])
+    assert list(trained["predicted_label"]) == list(again["predicted_label"])
+    for name in [c for c in trained.columns if c.startswith("probability_")]:
+        np.testing.assert_allclose(again[name], trained[name], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
