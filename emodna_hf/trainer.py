@@ -224,7 +224,8 @@ def set_corpus_statistics(model, rows: UDATrainDataset, collator, batch_size: in
                 corpus_ids = torch.full((len(batch["labels"]),), target_id)
             features = model.pooled_features(**{k: v.to(device) for k, v in batch.items()
                                                 if k in ("input_values", "attention_mask", "input_features",
-                                                         "feature_mask")}).double().cpu()
+                                                         "feature_mask", "speaker_mean", "speaker_std")}
+                                             ).double().cpu()
             group = corpus_ids if normalization.per_corpus else torch.zeros_like(corpus_ids)
             keep = torch.ones_like(group, dtype=torch.bool) if normalization.per_corpus else corpus_ids != target_id
             sums.index_add_(0, group[keep], features[keep])

@@ -404,10 +404,12 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
 
     @torch.no_grad()
     def pooled_features(self, input_values: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                        input_features: torch.Tensor | None = None,
-                        feature_mask: torch.Tensor | None = None) -> torch.Tensor:
+                        input_features: torch.Tensor | None = None, feature_mask: torch.Tensor | None = None,
+                        speaker_mean: torch.Tensor | None = None,
+                        speaker_std: torch.Tensor | None = None) -> torch.Tensor:
         """The pooled features `(batch, P)` that the corpus normalisation standardises (no gradient)."""
-        layers, frame_mask = self._backbone_layers(input_values, attention_mask, input_features, feature_mask)
+        layers, frame_mask = self._backbone_layers(input_values, attention_mask, input_features, feature_mask,
+                                                   speaker_mean, speaker_std)
         hidden_states = self.layer_sum(layers) if self.layer_sum is not None else layers[:, -1]
         return self.pooling(hidden_states, frame_mask)
 
