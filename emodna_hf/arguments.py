@@ -124,6 +124,17 @@ class ModelArguments:
     contrastive_temperature: float | None = _override("contrastive_temperature", "Contrastive temperature.")
     grl_gamma: float | None = _override("grl_gamma", "Steepness of the gradient-reversal ramp.")
     label_smoothing: float | None = _override("label_smoothing", "Label smoothing of the source cross-entropy.")
+    corpus_statistics: str | None = _override(
+        "corpus_statistics", "Corpus normalisation statistics in training: 'batch' or 'dataset' (whole corpora; "
+        "opensmile only)."
+    )
+    class_balanced_loss: bool | None = _bool_override(
+        "class_balanced_loss", "Weight the source cross-entropy by inverse class frequency."
+    )
+    input_noise_std: float | None = _override(
+        "input_noise_std", "Gaussian noise on the emotion encoder's (normalised) input, in training."
+    )
+    input_dropout: float | None = _override("input_dropout", "Dropout on the emotion encoder's input, in training.")
     config_overrides: dict | str | None = field(
         default=None,
         metadata={
