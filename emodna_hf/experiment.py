@@ -236,6 +236,7 @@ def run_experiment(
         "cached_features": cached, "speaker_normalization": data_args.speaker_normalization,
         # Rows whose features this run computed, and those read from the feature store (computed before).
         "features": {name: STORE_COUNTS[name] - counted.get(name, 0) for name in ("computed", "reused")},
+        "processes": args.world_size,
     }
     record["data"] = {
         name: {k: info[k] for k in ("source_kind", "n", "classes", "dropped", "skipped_audio")}

@@ -87,9 +87,26 @@ class EmoDnaTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = False
 
     def __post_init__(self):
+        if not self.use_cpu and _launched_without_accelerator():
+            # Several processes (torchrun / `accelerate launch --multi_gpu`) on a machine without GPUs: accelerate
+            # only sets up CPU data parallelism (gloo) when asked for the CPU; without it every process would
+            # train the whole run alone, all writing the same output folder.
+            logger.info("%s processes and no accelerator: data-parallel training on the CPU (gloo).",
+                        os.environ["WORLD_SIZE"])
+            self.use_cpu = True
         super().__post_init__()
         if self.epoch_length not in ("max", "source", "target"):
             raise ValueError(f"epoch_length must be 'max', 'source' or 'target', got {self.epoch_length!r}")
+
+
+def _launched_without_accelerator() -> bool:
+    """Whether this process is one of several started by a launcher (WORLD_SIZE > 1) on a machine without a GPU
+    or other torch accelerator."""
+    try:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return False
+    return world_size > 1 and not torch.accelerator.is_available()
 
 
 class SourceTargetBatchSampler(Sampler[list[int]]):
