@@ -63,6 +63,9 @@ class CorpusSpec:
         load_kwargs: extra keyword arguments for `load_dataset` (Hub) or `make_synthetic_corpus` (synthetic).
         streaming: read the corpus as a stream (`load_dataset(..., streaming=True)`; a `source` that is an
             `IterableDataset` always streams): nothing is materialised (see `emodna_hf.data.streaming`).
+        allow_paths_outside_corpus: let a manifest's or metadata file's file names lead outside its folder
+            (`../x.wav`, absolute paths). Off by default: a downloaded corpus's metadata must not read arbitrary
+            local files.
     """
 
     name: str
@@ -79,6 +82,7 @@ class CorpusSpec:
     on_bad_audio: Literal["raise", "skip"] = "raise"
     load_kwargs: dict[str, Any] = field(default_factory=dict)
     streaming: bool = False
+    allow_paths_outside_corpus: bool = False
 
 
 def output_features(scheme: str) -> Features:
