@@ -243,6 +243,7 @@ def run_experiment(
         for name, info in corpora.items()
     }
     record["data"]["split"] = data.reports.get("split", {})
+    record["data"]["source_classes"] = data.reports.get("source_classes", {})
     record["config"] = {
         "config_file": config_file,
         "command": command,
