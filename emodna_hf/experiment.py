@@ -240,6 +240,7 @@ def run_experiment(
     }
     record["data"] = {
         name: {k: info[k] for k in ("source_kind", "n", "classes", "dropped", "skipped_audio")}
+        | {"duplicates": data.reports.get(name, {}).get("duplicates", {})}
         for name, info in corpora.items()
     }
     record["data"]["split"] = data.reports.get("split", {})
@@ -323,6 +324,9 @@ def format_summary(record: dict[str, Any]) -> str:
             listed = "; ".join(f"{utt} ({reason})" for utt, reason in list(skipped.items())[:5])
             more = f" and {len(skipped) - 5} more (metrics.json)" if len(skipped) > 5 else ""
             lines.append(f"  skipped audio in {corpus}: {len(skipped)} file(s): {listed}{more}")
+        duplicates = info.get("duplicates") if isinstance(info, dict) else None
+        if duplicates:
+            lines.append(f"  duplicate rows in {corpus}: {sum(duplicates.values())} dropped (each file used once)")
     if record.get("output_dir"):
         lines.append(f"  output: {record['output_dir']} (model, README.md, metrics.json, {PREDICTIONS_FILE}, "
                      f"{reporting.CONFUSION_MATRIX_FILE}, {reporting.EMBEDDINGS_FILE})")

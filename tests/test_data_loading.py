@@ -291,3 +291,29 @@ def test_the_outside_paths_flag_reaches_the_corpus_specs():
     evaluation = EvaluationArguments(model_name_or_path="m", corpus_name=["a"], corpus_dataset=["synthetic:synth-a"],
                                      allow_paths_outside_corpus=True)
     assert evaluation.corpus_specs()[0].allow_paths_outside_corpus
+
+
+def test_duplicate_rows_are_used_once_and_reported(folder, tmp_path, caplog):
+    names = ["angry/s1_a.wav", "sad/s1_s.wav", "angry/s1_a.wav", "angry/s1_a.wav"]
+    manifest = tmp_path / "dup.csv"
+    manifest.write_text("file_name,label\n" + "".join(f"corpus/{n},{n.split('/')[0]}\n" for n in names))
+    with caplog.at_level("WARNING"):
+        dataset, report = load_corpus(CorpusSpec("c", manifest, label_map_name="casia"))
+    assert len(dataset) == 2 and report["n"] == 2 and report["n_raw"] == 4
+    assert report["duplicates"] == {"corpus/angry/s1_a": 2}
+    assert report["labels"]["classes"] == {"angry": 1, "happy": 0, "neutral": 0, "sad": 1}  # not counted twice
+    assert "2 row(s) name an audio file already listed" in caplog.text
+    manifest.write_text("file_name,label\ncorpus/angry/s1_a.wav,angry\ncorpus/angry/s1_a.wav,sad\n")
+    with pytest.raises(ValueError, match=r"'corpus/angry/s1_a' .* listed twice with different labels"):
+        load_corpus(CorpusSpec("c", manifest, label_map_name="casia"))
+
+
+def test_a_too_short_utterance_is_unusable_audio(folder, tmp_path):
+    write_tone(folder / "sad" / "blip.wav", 16000, 1, "WAV", 500.0, seconds=0.05)
+    manifest = tmp_path / "short.csv"
+    manifest.write_text("file_name,label\ncorpus/angry/s1_a.wav,angry\ncorpus/sad/blip.wav,sad\n")
+    with pytest.raises(AudioDecodeError, match=r"utterance 'corpus/sad/blip'.*blip\.wav: audio is 0\.05 s long"):
+        load_corpus(CorpusSpec("c", manifest, label_map_name="casia"))
+    dataset, report = load_corpus(CorpusSpec("c", manifest, label_map_name="casia", on_bad_audio="skip"))
+    assert len(dataset) == 1 and list(report["bad_audio"]) == ["corpus/sad/blip"]
+    assert "shorter than the 0.1 s" in report["bad_audio"]["corpus/sad/blip"]
