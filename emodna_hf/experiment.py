@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shlex
 import sys
 import time
@@ -31,6 +32,7 @@ from .arguments import (  # noqa: F401 (re-exported)
     check_corpus_source,
 )
 from .card import card_info, corpus_info, make_model_card, versions
+from .checkpoints import resolve_checkpoint
 from .config_files import ParsedArgs, build_parser, load_config_file, parse_args  # noqa: F401 (re-exported)
 from .data import UDAData
 from .data.feature_store import STORE_COUNTS
@@ -94,6 +96,29 @@ def build_model(model_args: ModelArguments, label_names: list[str], corpus_names
     return EmoDnaForAudioClassification(EmoDnaConfig(**kwargs))
 
 
+# Front ends whose models are small enough that one intra-op thread is as fast as several on an idle machine and
+# much faster on a busy one (docs/benchmarks.md, "Threads"): OpenMP workers spin-wait for cores that other
+# processes hold, which costs far more than the parallelism gains on tensors this small.
+SMALL_BACKBONES = ("tcn", "opensmile")
+
+
+def choose_torch_threads(*model_args: ModelArguments) -> int | None:
+    """Use one torch intra-op thread when every run's model is small (a `SMALL_BACKBONES` front end, no SSL
+    checkpoint) and the user chose no thread count (`OMP_NUM_THREADS`); returns the count set, or None when the
+    count was left as it was."""
+    import torch
+
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    backbones = {args.config_kwargs().get("backbone_type", _CONFIG_DEFAULTS["backbone_type"]) for args in model_args}
+    if any(args.backbone_name_or_path for args in model_args) or not backbones <= set(SMALL_BACKBONES):
+        return None
+    torch.set_num_threads(1)
+    logger.info("One torch thread for the small %s model (set OMP_NUM_THREADS to choose another count).",
+                "/".join(sorted(backbones)))
+    return 1
+
+
 # Files a training run writes: a folder holding any of them holds a trained model or its results.
 _RUN_OUTPUT_FILES = ("model.safetensors", "config.json", reporting.METRICS_FILE, "README.md")
 
@@ -147,6 +172,8 @@ def run_experiment(
         check_output_dir(output_dir, training_args.overwrite_output_dir)
     if training_args.label_smoothing_factor:
         raise ValueError("label_smoothing_factor is not used by EmoDnaTrainer; set label_smoothing instead.")
+    # Before any loading: a missing or cut-short checkpoint is reported at once, naming the file.
+    resume_from = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir)
     push_plan = None
     if training_args.push_to_hub:
         if not write_outputs:
@@ -193,7 +220,7 @@ def run_experiment(
         model=model, args=args, train_dataset=inputs.source_train, target_dataset=inputs.target,
         eval_dataset=eval_sets, processing_class=feature_extractor, callbacks=callbacks,
     )
-    train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=resume_from)
     train_metrics = dict(train_result.metrics, global_step=train_result.global_step)
 
     logger.info("Evaluating on %s (target%s).", data_args.target_name,
