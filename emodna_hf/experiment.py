@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shlex
 import sys
 import time
@@ -57,6 +56,7 @@ from .preparation import (  # noqa: F401 (re-exported)
     normalize_waveforms,
     prepare_inputs,
 )
+from .processes import SMALL_BACKBONES, choose_torch_threads  # noqa: F401 (re-exported)
 from .trainer import EmoDnaTrainer, EmoDnaTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -94,29 +94,6 @@ def build_model(model_args: ModelArguments, label_names: list[str], corpus_names
     if kwargs.get("backbone_type", _CONFIG_DEFAULTS["backbone_type"]) not in ("tcn", "opensmile"):
         logger.warning("No backbone_name_or_path: the %s backbone starts from random weights.", kwargs["backbone_type"])
     return EmoDnaForAudioClassification(EmoDnaConfig(**kwargs))
-
-
-# Front ends whose models are small enough that one intra-op thread is as fast as several on an idle machine and
-# much faster on a busy one (docs/benchmarks.md, "Threads"): OpenMP workers spin-wait for cores that other
-# processes hold, which costs far more than the parallelism gains on tensors this small.
-SMALL_BACKBONES = ("tcn", "opensmile")
-
-
-def choose_torch_threads(*model_args: ModelArguments) -> int | None:
-    """Use one torch intra-op thread when every run's model is small (a `SMALL_BACKBONES` front end, no SSL
-    checkpoint) and the user chose no thread count (`OMP_NUM_THREADS`); returns the count set, or None when the
-    count was left as it was."""
-    import torch
-
-    if os.environ.get("OMP_NUM_THREADS"):
-        return None
-    backbones = {args.config_kwargs().get("backbone_type", _CONFIG_DEFAULTS["backbone_type"]) for args in model_args}
-    if any(args.backbone_name_or_path for args in model_args) or not backbones <= set(SMALL_BACKBONES):
-        return None
-    torch.set_num_threads(1)
-    logger.info("One torch thread for the small %s model (set OMP_NUM_THREADS to choose another count).",
-                "/".join(sorted(backbones)))
-    return 1
 
 
 # Files a training run writes: a folder holding any of them holds a trained model or its results.
