@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_once(code: Path, busy: int, timeout: float, extra: list[str]) -> dict:
@@ -31,21 +37,23 @@ def run_once(code: Path, busy: int, timeout: float, extra: list[str]) -> dict:
             env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "PYTHONPATH")}
             env.update(EMODNA_HF_CACHE=f"{tmp}/cache", HF_HOME=f"{tmp}/hf_home", HF_HUB_OFFLINE="1",
                        PYTHONPATH=str(code))
-            started = time.perf_counter()
+            started, cpu_before = time.perf_counter(), _children_cpu_s()
             try:
                 completed = subprocess.run(
                     [sys.executable, str(code / "recipes" / "train.py"), "--output_dir", f"{tmp}/out", *extra],
                     cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
                 seconds, returncode = time.perf_counter() - started, completed.returncode
+                cpu = _children_cpu_s() - cpu_before  # the run's own CPU time (spin-waiting threads included)
                 summary = [line for line in completed.stdout.splitlines() if "target" in line and "UAR" in line]
             except subprocess.TimeoutExpired:
                 seconds, returncode, summary = time.perf_counter() - started, None, ["timed out"]
+                cpu = None
     finally:
         for spinner in spinners:
             spinner.kill()
             spinner.wait()
     return {"code": str(code), "busy_processes": busy, "loadavg_1min_before": round(load_before, 2),
-            "wall_s": round(seconds, 1), "returncode": returncode,
+            "wall_s": round(seconds, 1), "cpu_s": None if cpu is None else round(cpu, 1), "returncode": returncode,
             "summary": summary[-1].strip() if summary else None}
 
 
