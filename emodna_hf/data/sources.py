@@ -107,10 +107,10 @@ def _manifest(path: Path, rows: list[dict[str, Any]], spec: CorpusSpec) -> Datas
 
 def _check_inside(spec: CorpusSpec, listing: Path, folder: Path, base: Path, names: list[Any]) -> None:
     """Refuse file names (relative to `folder`) that lead outside the corpus folder `base` (`../x.wav`, absolute
-    paths), unless
-    `spec.allow_paths_outside_corpus`: a downloaded corpus's metadata must not make training read arbitrary local
-    files. The check is on the names alone (nothing is opened or looked up), so the error says nothing about
-    whether such a file exists. Symbolic links inside the folder are the corpus owner's choice and are followed."""
+    paths) unless `spec.allow_paths_outside_corpus`: a downloaded corpus's metadata must not make training read
+    arbitrary local files. The check is on the names alone (nothing is opened or looked up), so the error says
+    nothing about whether such a file exists. Symbolic links inside the folder are the corpus owner's choice and
+    are followed."""
     if spec.allow_paths_outside_corpus:
         return
     root, start = os.path.abspath(base), os.path.abspath(folder)
