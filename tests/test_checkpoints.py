@@ -17,7 +17,7 @@ from emodna_hf.checkpoints import check_checkpoint, resolve_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--source_load_kwargs", '{"synth-a": {"n_per_class_per_speaker": 1, "n_speakers": 6}}',
         "--target_load_kwargs", "n_per_class_per_speaker=1,n_speakers=5", "--max_duration_s", "0.8",
-        "--per_device_train_batch_size", "4", "--backbone_type", "tcn",
+        "--per_device_train_batch_size", "4", "--backbone_type", "tcn", "--corpus_statistics", "batch",
         "--config_overrides", "tcn_hidden_size=16,tcn_num_blocks=2", "--max_projection_samples", "20",
         "--disable_tqdm", "true"]
 

@@ -69,7 +69,8 @@ def test_a_streamed_local_audiofolder_target_trains_and_evaluates_without_torchc
         "--target_streaming", "true", "--max_eval_samples", "6", "--max_steps", "2",
         "--source_load_kwargs", '{"synth-a": {"n_per_class_per_speaker": 1, "n_speakers": 6}}',
         "--per_device_train_batch_size", "4", "--max_duration_s", "0.4", "--max_projection_samples", "20",
-        "--backbone_type", "tcn", "--config_overrides", "tcn_hidden_size=16,tcn_num_blocks=2", "--disable_tqdm", "true",
+        "--backbone_type", "tcn", "--corpus_statistics", "batch", "--config_overrides", "tcn_hidden_size=16,tcn_num_blocks=2",
+        "--disable_tqdm", "true",
     ]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), OMP_NUM_THREADS="1")
