@@ -298,6 +298,16 @@ class DataArguments:
         metadata={"help": "Allow a target that is, contains or lies inside a source's folder or file (a deliberate "
                   "in-domain experiment: the target's labelled utterances are then also training data)."},
     )
+    allow_paths_outside_corpus: bool = field(
+        default=False,
+        metadata={"help": "Let a manifest or metadata file list audio outside its own folder ('../x.wav', absolute "
+                  "paths). Off by default: a downloaded corpus's metadata must not read arbitrary local files."},
+    )
+    allow_missing_source_classes: bool = field(
+        default=False,
+        metadata={"help": "Train even when the source corpora together lack some classes of the scheme (the model "
+                  "then never learns them). Off by default: such a run stops and names the missing classes."},
+    )
     speaker_normalization: bool = field(
         default=False,
         metadata={"help": "Standardise the cached features per speaker (speaker ids are metadata, not emotion "
@@ -354,6 +364,7 @@ class DataArguments:
             on_bad_audio=self.on_bad_audio,
             load_kwargs=dict(self.target_load_kwargs or {}),
             streaming=self.target_streaming,
+            allow_paths_outside_corpus=self.allow_paths_outside_corpus,
         )
 
 
@@ -385,6 +396,9 @@ class EvaluationArguments:
         metadata={"help": "Run the model code stored with the model instead of the installed emodna_hf code."},
     )
     max_projection_samples: int = field(default=300, metadata={"help": "Utterances per corpus in the projection."})
+    allow_paths_outside_corpus: bool = field(
+        default=False, metadata={"help": "Let a manifest or metadata file list audio outside its own folder (as for "
+                                 "training)."})
     projection: str = field(default="pca", metadata={"help": "'pca' or 'tsne'."})
     use_cpu: bool = field(default=False, metadata={"help": "Evaluate on the CPU even if a GPU is available."})
     audio_cache_dir: str | None = field(

@@ -219,6 +219,7 @@ def corpus_specs(args: Any, prefix: str, on_bad_audio: str) -> list[CorpusSpec]:
             label_map=(getattr(args, f"{prefix}_label_map") or {}).get(corpus),
             on_bad_audio=on_bad_audio,
             load_kwargs=dict((getattr(args, f"{prefix}_load_kwargs") or {}).get(corpus, {})),
+            allow_paths_outside_corpus=bool(getattr(args, "allow_paths_outside_corpus", False)),
         )
         for i, corpus in enumerate(getattr(args, f"{prefix}_name"))
     ]

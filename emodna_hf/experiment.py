@@ -31,6 +31,7 @@ from .arguments import (  # noqa: F401 (re-exported)
     check_corpus_source,
 )
 from .card import card_info, corpus_info, make_model_card, versions
+from .checkpoints import resolve_checkpoint
 from .config_files import ParsedArgs, build_parser, load_config_file, parse_args  # noqa: F401 (re-exported)
 from .data import UDAData
 from .data.feature_store import STORE_COUNTS
@@ -55,6 +56,7 @@ from .preparation import (  # noqa: F401 (re-exported)
     normalize_waveforms,
     prepare_inputs,
 )
+from .processes import SMALL_BACKBONES, choose_torch_threads  # noqa: F401 (re-exported)
 from .trainer import EmoDnaTrainer, EmoDnaTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -147,6 +149,8 @@ def run_experiment(
         check_output_dir(output_dir, training_args.overwrite_output_dir)
     if training_args.label_smoothing_factor:
         raise ValueError("label_smoothing_factor is not used by EmoDnaTrainer; set label_smoothing instead.")
+    # Before any loading: a missing or cut-short checkpoint is reported at once, naming the file.
+    resume_from = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir)
     push_plan = None
     if training_args.push_to_hub:
         if not write_outputs:
@@ -193,7 +197,7 @@ def run_experiment(
         model=model, args=args, train_dataset=inputs.source_train, target_dataset=inputs.target,
         eval_dataset=eval_sets, processing_class=feature_extractor, callbacks=callbacks,
     )
-    train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=resume_from)
     train_metrics = dict(train_result.metrics, global_step=train_result.global_step)
 
     logger.info("Evaluating on %s (target%s).", data_args.target_name,
@@ -236,12 +240,15 @@ def run_experiment(
         "cached_features": cached, "speaker_normalization": data_args.speaker_normalization,
         # Rows whose features this run computed, and those read from the feature store (computed before).
         "features": {name: STORE_COUNTS[name] - counted.get(name, 0) for name in ("computed", "reused")},
+        "processes": args.world_size,
     }
     record["data"] = {
         name: {k: info[k] for k in ("source_kind", "n", "classes", "dropped", "skipped_audio")}
+        | {"duplicates": data.reports.get(name, {}).get("duplicates", {})}
         for name, info in corpora.items()
     }
     record["data"]["split"] = data.reports.get("split", {})
+    record["data"]["source_classes"] = data.reports.get("source_classes", {})
     record["config"] = {
         "config_file": config_file,
         "command": command,
@@ -321,6 +328,9 @@ def format_summary(record: dict[str, Any]) -> str:
             listed = "; ".join(f"{utt} ({reason})" for utt, reason in list(skipped.items())[:5])
             more = f" and {len(skipped) - 5} more (metrics.json)" if len(skipped) > 5 else ""
             lines.append(f"  skipped audio in {corpus}: {len(skipped)} file(s): {listed}{more}")
+        duplicates = info.get("duplicates") if isinstance(info, dict) else None
+        if duplicates:
+            lines.append(f"  duplicate rows in {corpus}: {sum(duplicates.values())} dropped (each file used once)")
     if record.get("output_dir"):
         lines.append(f"  output: {record['output_dir']} (model, README.md, metrics.json, {PREDICTIONS_FILE}, "
                      f"{reporting.CONFUSION_MATRIX_FILE}, {reporting.EMBEDDINGS_FILE})")

@@ -41,6 +41,7 @@ def load_data(data_args: DataArguments) -> UDAData:
         seed=data_args.split_seed,
         cache_dir=data_args.audio_cache_dir,
         num_proc=data_args.preprocessing_num_workers,
+        allow_missing_source_classes=data_args.allow_missing_source_classes,
     )
     cap = data_args.max_samples_per_split
     if cap:

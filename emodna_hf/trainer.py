@@ -34,6 +34,7 @@ from .losses import grl_coefficient
 from .metrics import make_compute_metrics
 from .modeling import EmoDnaConfig
 from .objectives import ObjectiveBatch, build_objective
+from .processes import check_gpus_per_process, launched_without_accelerator
 from .selection import label_free_criteria
 
 PSEUDO_LABELER_STATE = "pseudo_labeler.safetensors"
@@ -87,6 +88,14 @@ class EmoDnaTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = False
 
     def __post_init__(self):
+        if not self.use_cpu and launched_without_accelerator():
+            # Several processes (torchrun / `accelerate launch --multi_gpu`) on a machine without GPUs: accelerate
+            # only sets up CPU data parallelism (gloo) when asked for the CPU; without it every process would
+            # train the whole run alone, all writing the same output folder.
+            logger.info("%s processes and no accelerator: data-parallel training on the CPU (gloo).",
+                        os.environ["WORLD_SIZE"])
+            self.use_cpu = True
+        check_gpus_per_process(self.use_cpu)
         super().__post_init__()
         if self.epoch_length not in ("max", "source", "target"):
             raise ValueError(f"epoch_length must be 'max', 'source' or 'target', got {self.epoch_length!r}")

@@ -169,6 +169,9 @@ def write_manifest(corpus: str, root: str | os.PathLike, output: str | os.PathLi
     counts = Counter(r["emotion"] for r in rows)
     speakers = len({r["speaker"] for r in rows if r["speaker"]})
     print(f"{output}: {len(rows)} utterances, {speakers} speakers, labels {dict(sorted(counts.items()))}")
+    if not root.is_relative_to(output.parent):
+        print(f"note: the audio lies outside {output.parent}; train with --allow_paths_outside_corpus true (file names "
+              "leading outside a manifest's folder are refused otherwise), or write the manifest inside the corpus.")
     return output
 
 

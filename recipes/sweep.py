@@ -55,7 +55,14 @@ def main(argv: list[str] | None = None) -> dict:
     import transformers
 
     from emodna_hf.arguments import DataArguments
-    from emodna_hf.experiment import check_output_dir, format_summary, load_data, parse_args, run_experiment
+    from emodna_hf.experiment import (
+        check_output_dir,
+        choose_torch_threads,
+        format_summary,
+        load_data,
+        parse_args,
+        run_experiment,
+    )
     from emodna_hf.selection import CRITERIA, best_by, is_label_free, selection_metric_name
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -95,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.getLogger("emodna_hf").setLevel(logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     datasets.disable_progress_bars()
+    choose_torch_threads(*(run_model for run_model, *_ in parsed))
     try:
         data = load_data(data_args)  # checks the sources first (paths, source/target overlap)
     except (ValueError, FileNotFoundError) as error:

@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> dict:
     from emodna_hf.data import AudioDecodeError
     from emodna_hf.experiment import (
         check_output_dir,
+        choose_torch_threads,
         command_line,
         format_summary,
         parse_args,
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     transformers.utils.logging.set_verbosity(log_level)
     datasets.utils.logging.set_verbosity(max(log_level, logging.WARNING))
 
+    choose_torch_threads(model_args)
     launcher = "accelerate launch" if "ACCELERATE_MIXED_PRECISION" in os.environ or "LOCAL_RANK" in os.environ \
         else "python"
     try:
@@ -66,10 +68,26 @@ def main(argv: list[str] | None = None) -> dict:
         if os.environ.get("EMODNA_TRACEBACK"):
             raise
         sys.exit(f"error: {error}\n(set EMODNA_TRACEBACK=1 to see where it was raised)")
+    finally:
+        _end_process_group()
     if training_args.should_log:
         print(format_summary(record), flush=True)
     return record
 
 
+def _end_process_group() -> None:
+    """Several processes: shut gloo/NCCL down cleanly (leaving its threads to the interpreter's exit can abort)."""
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        # One line, no traceback; 130 is the shell's code for a process ended by Ctrl-C (SIGINT).
+        print("\ninterrupted (Ctrl-C). A run that saved checkpoints (--save_strategy steps or epoch) continues with "
+              "--resume_from_checkpoint true.", file=sys.stderr, flush=True)
+        sys.exit(130)

@@ -60,3 +60,38 @@ def test_a_streamed_target_trains_in_two_processes(tmp_path):
     losses = [float(x) for x in output.split("LOSSES")[1].strip().strip("[]").split(",")]
     assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
     assert _moved(load_file(tmp_path / "two" / "final.safetensors"), "emodna") > 1e-3
+
+
+def _readme_launch_command() -> list[str]:
+    """The multi-process command of the README's "Several processes" section, word for word."""
+    readme = (SCRIPT.parents[1] / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if line.startswith("accelerate launch --multi_gpu"))
+    words = line.split()
+    return [str(Path(sys.executable).with_name("accelerate")), *words[1:]]
+
+
+@pytest.mark.slow
+def test_the_readme_multi_process_command_trains_once_in_parallel_on_a_cpu_machine(tmp_path):
+    """Without use_cpu in the arguments (the recipe's case), two processes on a machine without GPUs must share one
+    training (gloo DDP), not run it twice: one output folder, one summary, each process a half of every epoch."""
+    import json  # noqa: PLC0415
+
+    output = tmp_path / "out"
+    tiny = ["--source_load_kwargs", '{"synth-a": {"n_per_class_per_speaker": 1, "n_speakers": 6}}',
+            "--target_load_kwargs", "n_per_class_per_speaker=1,n_speakers=5", "--max_duration_s", "0.8",
+            "--num_train_epochs", "2", "--per_device_train_batch_size", "4", "--max_projection_samples", "40",
+            "--disable_tqdm", "true", "--output_dir", str(output)]
+    command = _readme_launch_command()
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"),
+               EMODNA_HF_CACHE=str(tmp_path / "cache"), CUDA_VISIBLE_DEVICES="")
+    completed = subprocess.run([*command, *tiny], cwd=SCRIPT.parents[1], env=env, capture_output=True, text=True,
+                               timeout=600)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-4000:]
+    assert completed.stdout.count("wall time") == 1, completed.stdout  # one summary, from the main process
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["train"]["processes"] == 2
+    # Steps per epoch: the batches of the longer corpus (source train or target), split between two processes.
+    rows = max(metrics["data"]["split"]["synth-a"]["n_train"], metrics["target"]["n"])
+    batches = -(-rows // 4)
+    assert metrics["train"]["steps"] == 2 * -(-batches // 2) < 2 * batches
+    assert (output / "model.safetensors").is_file()

@@ -88,3 +88,37 @@ def test_invalid_setups_raise():
         build_uda_data([spec], spec)
     with pytest.raises(ValueError, match="source_eval_fraction"):
         build_uda_data([spec], CorpusSpec("b", "synthetic:synth-b"), source_eval_fraction=1.0)
+
+
+def _corpus(labels: list[str], speakers: int = 4) -> Dataset:
+    rng = np.random.default_rng(0)
+    return Dataset.from_dict({
+        "audio": [{"array": rng.normal(0, 0.1, 3200).astype(np.float32), "sampling_rate": 16000} for _ in labels],
+        "emotion": labels,
+        "speaker": [f"s{i % speakers}" for i in range(len(labels))],
+    })
+
+
+def test_sources_lacking_classes_are_refused_naming_them_unless_allowed(caplog):
+    only_angry = CorpusSpec("angry-only", _corpus(["angry"] * 12), label_map_name="casia")
+    target = CorpusSpec("t", _corpus(["angry", "sad"] * 4), label_column="none")
+    with pytest.raises(ValueError, match=r"no utterance of class\(es\) 'happy', 'neutral', 'sad'.*"
+                                         r"--allow_missing_source_classes"):
+        build_uda_data([only_angry], target)
+    with caplog.at_level("WARNING"):
+        data = build_uda_data([only_angry], target, allow_missing_source_classes=True)
+    assert data.reports["source_classes"]["missing"] == ["happy", "neutral", "sad"]
+    assert "will never predict them" in caplog.text
+    # Classes found in another source are not missing: the check is on the sources together.
+    only_others = CorpusSpec("others", _corpus(["happy", "neutral", "sad"] * 12), label_map_name="casia")
+    data = build_uda_data([only_angry, only_others], target)
+    assert data.reports["source_classes"]["missing"] == []
+
+
+def test_source_classes_with_a_handful_of_utterances_are_warned_about(caplog):
+    labels = ["angry"] * 20 + ["happy"] * 20 + ["neutral"] * 20 + ["sad"] * 3
+    with caplog.at_level("WARNING"):
+        data = build_uda_data([CorpusSpec("few", _corpus(labels), label_map_name="casia")],
+                              CorpusSpec("t", _corpus(["angry"] * 4), label_column="none"))
+    assert data.reports["source_classes"]["few"] == {"sad": 3}
+    assert "sad (3)" in caplog.text and "angry" not in caplog.text.split("handful")[1]

@@ -254,3 +254,66 @@ def test_metadata_with_a_byte_order_mark_or_another_encoding(tmp_path):
     (folder / "metadata.csv").write_bytes("file_name,label\na.wav,col\xe8re\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"metadata\.csv is not UTF-8 text"):
         loading._read_csv(folder / "metadata.csv")
+
+
+@pytest.mark.parametrize("listing", ["manifest", "metadata"])
+def test_file_names_outside_the_corpus_folder_are_refused_unless_allowed(tmp_path, listing):
+    """`../x.wav`, absolute paths and `../../etc/passwd` in a corpus's own metadata are refused before anything is
+    opened, with the same message whether the file exists or not; the flag allows a deliberate manifest."""
+    outside = tmp_path / "outside.wav"
+    write_tone(outside, 16000, 1, "WAV", 300.0)
+    root = tmp_path / "corpus"
+    write_tone(root / "inside.wav", 16000, 1, "WAV", 400.0)
+    listing_file = root / ("manifest.csv" if listing == "manifest" else "metadata.csv")
+    messages = {}
+    for name in ("../outside.wav", str(outside), "../../../../../../etc/passwd", "../no-such-file.wav"):
+        listing_file.write_text(f"file_name,label\ninside.wav,angry\n{name},sad\n")
+        source = listing_file if listing == "manifest" else root
+        with pytest.raises(ValueError, match="points outside the corpus folder") as error:
+            load_corpus(CorpusSpec("c", source, label_map_name="casia"))
+        assert "row 2" in str(error.value) and "--allow_paths_outside_corpus" in str(error.value)
+        messages[name] = str(error.value).replace(name, "<name>")
+    # Nothing tells an existing file (outside.wav, /etc/passwd) from a missing one.
+    assert len(set(messages.values())) == 1
+    write_tone(tmp_path / "other.wav", 16000, 1, "WAV", 500.0)
+    listing_file.write_text(f"file_name,label\ninside.wav,angry\n{outside},sad\n../other.wav,angry\n")
+    source = listing_file if listing == "manifest" else root
+    dataset, report = load_corpus(CorpusSpec("c", source, label_map_name="casia", allow_paths_outside_corpus=True))
+    assert report["n"] == 3
+
+
+def test_the_outside_paths_flag_reaches_the_corpus_specs():
+    from emodna_hf.arguments import DataArguments, EvaluationArguments
+
+    data = DataArguments(allow_paths_outside_corpus=True)
+    assert all(s.allow_paths_outside_corpus for s in [*data.source_specs(), data.target_spec()])
+    assert not DataArguments().target_spec().allow_paths_outside_corpus
+    evaluation = EvaluationArguments(model_name_or_path="m", corpus_name=["a"], corpus_dataset=["synthetic:synth-a"],
+                                     allow_paths_outside_corpus=True)
+    assert evaluation.corpus_specs()[0].allow_paths_outside_corpus
+
+
+def test_duplicate_rows_are_used_once_and_reported(folder, tmp_path, caplog):
+    names = ["angry/s1_a.wav", "sad/s1_s.wav", "angry/s1_a.wav", "angry/s1_a.wav"]
+    manifest = tmp_path / "dup.csv"
+    manifest.write_text("file_name,label\n" + "".join(f"corpus/{n},{n.split('/')[0]}\n" for n in names))
+    with caplog.at_level("WARNING"):
+        dataset, report = load_corpus(CorpusSpec("c", manifest, label_map_name="casia"))
+    assert len(dataset) == 2 and report["n"] == 2 and report["n_raw"] == 4
+    assert report["duplicates"] == {"corpus/angry/s1_a": 2}
+    assert report["labels"]["classes"] == {"angry": 1, "happy": 0, "neutral": 0, "sad": 1}  # not counted twice
+    assert "2 row(s) name an audio file already listed" in caplog.text
+    manifest.write_text("file_name,label\ncorpus/angry/s1_a.wav,angry\ncorpus/angry/s1_a.wav,sad\n")
+    with pytest.raises(ValueError, match=r"'corpus/angry/s1_a' .* listed twice with different labels"):
+        load_corpus(CorpusSpec("c", manifest, label_map_name="casia"))
+
+
+def test_a_too_short_utterance_is_unusable_audio(folder, tmp_path):
+    write_tone(folder / "sad" / "blip.wav", 16000, 1, "WAV", 500.0, seconds=0.05)
+    manifest = tmp_path / "short.csv"
+    manifest.write_text("file_name,label\ncorpus/angry/s1_a.wav,angry\ncorpus/sad/blip.wav,sad\n")
+    with pytest.raises(AudioDecodeError, match=r"utterance 'corpus/sad/blip'.*blip\.wav: audio is 0\.05 s long"):
+        load_corpus(CorpusSpec("c", manifest, label_map_name="casia"))
+    dataset, report = load_corpus(CorpusSpec("c", manifest, label_map_name="casia", on_bad_audio="skip"))
+    assert len(dataset) == 1 and list(report["bad_audio"]) == ["corpus/sad/blip"]
+    assert "shorter than the 0.1 s" in report["bad_audio"]["corpus/sad/blip"]

@@ -1,5 +1,6 @@
 """Corpora of any size: Arrow files on disk shard by shard (flat memory, reuse), and streamed corpora that train."""
 
+import dataclasses
 import gc
 
 import numpy as np
@@ -96,6 +97,36 @@ def test_a_streamed_corpus_gives_the_rows_of_the_map_style_one(tmp_path):
     for row in loaded:
         other = rows[row["utt_id"]]
         assert (other["labels"], other["speaker"], other["corpus"]) == (row["labels"], row["speaker"], row["corpus"])
+        np.testing.assert_array_equal(other["input_values"], row["input_values"])
+
+
+@pytest.mark.parametrize("layout", ["manifest", "audiofolder", "parquet file"])
+def test_a_local_corpus_streams_without_torchcodec_and_gives_the_map_style_rows(tmp_path, layout):
+    """A CSV manifest path, an audiofolder and a .parquet path stream as they load map-style: files listed as the
+    map-style path lists them, decoded with soundfile (no torchcodec, no ffmpeg), the same ids and rows."""
+    parquet = write_corpus(tmp_path / "c")
+    rows = Dataset.from_parquet(parquet)
+    if layout == "manifest":
+        source = tmp_path / "c" / "manifest.csv"
+        source.write_text("file_name,emotion,speaker\n" + "".join(
+            f"{path.rsplit('/', 1)[1]},{emotion},{speaker}\n"
+            for path, emotion, speaker in zip(rows["audio"], rows["emotion"], rows["speaker"], strict=True)))
+    elif layout == "audiofolder":
+        source = tmp_path / "folder"
+        for path, emotion in zip(rows["audio"], rows["emotion"], strict=True):
+            (source / emotion).mkdir(parents=True, exist_ok=True)
+            (source / emotion / path.rsplit("/", 1)[1]).write_bytes(open(path, "rb").read())
+    else:
+        source = parquet
+    corpus = CorpusSpec("c", str(source), label_map_name="synthetic")
+    loaded, _ = load_corpus(corpus, max_duration_s=0.3)
+    streamed, report = load_corpus(dataclasses.replace(corpus, streaming=True), max_duration_s=0.3)
+    assert isinstance(streamed, IterableDataset) and report["streamed"]
+    by_id = {row["utt_id"]: row for row in streamed}
+    assert len(by_id) == len(loaded) == 32
+    for row in loaded:
+        other = by_id[row["utt_id"]]
+        assert (other["labels"], other["speaker"]) == (row["labels"], row["speaker"])
         np.testing.assert_array_equal(other["input_values"], row["input_values"])
 
 

@@ -288,3 +288,26 @@ def test_summary_names_skipped_audio_and_an_unlabelled_target():
     assert "unlabelled: accuracy not measured; predicted angry 50%, happy 0%, neutral 25%, sad 25%" in text
     assert "skipped audio in a: 7 file(s): a/u0 (empty file)" in text and "and 2 more (metrics.json)" in text
     assert "skipped audio in b" not in text
+
+
+def test_small_models_train_with_one_torch_thread_unless_the_user_chose(monkeypatch):
+    import torch
+
+    from emodna_hf.experiment import ModelArguments, choose_torch_threads
+
+    previous = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        torch.set_num_threads(2)
+        assert choose_torch_threads(ModelArguments()) == 1 and torch.get_num_threads() == 1  # opensmile default
+        torch.set_num_threads(2)
+        assert choose_torch_threads(ModelArguments(backbone_type="tcn")) == 1
+        torch.set_num_threads(2)
+        # An SSL backbone (here in one run of a sweep) keeps torch's own choice.
+        assert choose_torch_threads(ModelArguments(backbone_type="tcn"), ModelArguments(backbone_type="wavlm")) is None
+        assert choose_torch_threads(ModelArguments(backbone_name_or_path="some/wavlm")) is None
+        assert torch.get_num_threads() == 2
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert choose_torch_threads(ModelArguments()) is None and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)

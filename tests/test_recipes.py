@@ -354,3 +354,18 @@ def test_an_empty_label_column_is_an_unlabelled_target_and_dropping_everything_i
     (tmp_path / "metadata.csv").write_text("file_name,label\nu0.wav,x\nu1.wav,x\n")
     with pytest.raises(ValueError, match=r"no utterance is left after label mapping \(dropped: \{'x': 2\}\)"):
         load_corpus(CorpusSpec(name="mine", source=str(tmp_path), label_map={"x": None}), require_labels=False)
+
+
+def test_a_source_lacking_classes_stops_the_recipe_naming_them(tmp_path):
+    train = _load_script("train")
+    source = tmp_path / "angry-only"
+    for speaker in range(3):
+        for i in range(4):
+            _touch_wav(source / "angry" / f"s{speaker}_{i}.wav")
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--output_dir", str(tmp_path / "out"), "--source_name", "mine", "--source_dataset", str(source),
+                    "--audio_cache_dir", "none", "--target_load_kwargs", "n_per_class_per_speaker=1,n_speakers=2"])
+    assert "no utterance of class(es) 'happy', 'neutral', 'sad'" in str(exit_info.value)
+    assert not (tmp_path / "out").exists()
+    _, data_args, _, _ = parse_args(["--allow_missing_source_classes", "true"])
+    assert data_args.allow_missing_source_classes

@@ -198,3 +198,15 @@ def test_training_rows_are_the_datasets_rows(in_memory, monkeypatch):
             assert row["labels"] == expected["labels"]
         else:
             assert "labels" not in row
+
+
+def test_several_processes_per_gpu_are_refused_in_one_line(monkeypatch, tmp_path):
+    import torch
+
+    from emodna_hf.trainer import EmoDnaTrainingArguments
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="2 processes were launched on this machine but it has 1 GPU"):
+        EmoDnaTrainingArguments(output_dir=str(tmp_path), report_to="none")

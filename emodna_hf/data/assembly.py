@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -15,6 +16,11 @@ from .labels import SCHEMES, column_values
 from .loading import CorpusSpec, load_corpus
 from .storage import resolve_cache_dir
 from .streaming import is_streamed, split_stream
+
+logger = logging.getLogger(__name__)
+
+# A source class with fewer utterances than this is learnt from a handful of examples: warned about.
+FEW_SOURCE_UTTERANCES = 10
 
 
 @dataclass
@@ -73,6 +79,7 @@ def build_uda_data(
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
     num_proc: int | None = None,
+    allow_missing_source_classes: bool = False,
 ) -> UDAData:
     """Load every corpus with `load_corpus`, split each source corpus into train/eval, and prepare the target.
 
@@ -83,6 +90,9 @@ def build_uda_data(
 
     `cache_dir`: where decoded audio (and, later, `prepare_inputs`'s waveforms and features) are written as Arrow
     files (`"auto"`: `storage.default_cache_dir()`); None keeps local corpora in memory.
+
+    `allow_missing_source_classes`: train even when the sources together have no utterance of some class of the
+    scheme (see `check_source_classes`).
     """
     if not 0.0 <= source_eval_fraction < 1.0:
         raise ValueError(f"source_eval_fraction must be in [0, 1), got {source_eval_fraction}")
@@ -111,6 +121,8 @@ def build_uda_data(
         train_idx, eval_idx, reports["split"][spec.name] = split_source(dataset, source_eval_fraction, seed)
         train_parts.append(dataset.select(train_idx))
         eval_parts.append(dataset.select(eval_idx))
+    reports["source_classes"] = check_source_classes(
+        [reports[spec.name] for spec in sources], scheme, allow_missing=allow_missing_source_classes)
     # The target may come without labels (the normal case of UDA): its labels are only ever used for scoring.
     target_dataset, reports[target.name] = load_corpus(target, require_labels=False, **load)
     return UDAData(
@@ -123,6 +135,40 @@ def build_uda_data(
         cache_dir=resolve_cache_dir(cache_dir) if cache_dir is not None else None,
         num_proc=num_proc,
     )
+
+
+def check_source_classes(reports: list[dict], scheme: str, allow_missing: bool = False) -> dict:
+    """The source corpora's utterances per class, summed; a ValueError naming the classes that none of them has.
+
+    A model trained without a class still has an output for it, which it never predicts: the model card and the
+    scheme would claim a class the model cannot recognise. With `allow_missing` such a run goes on (with a
+    warning). A class with fewer than `FEW_SOURCE_UTTERANCES` utterances is warned about. Streamed sources are not
+    counted (that would need a pass over them): with any, nothing is checked.
+
+    Returns `{"classes": {class: n}, "missing": [...], "few": {class: n}}` (empty for streamed sources).
+    """
+    if any(report.get("streamed") for report in reports):
+        return {}
+    names = list(SCHEMES[scheme])
+    counts = {name: sum(report["labels"]["classes"].get(name, 0) for report in reports) for name in names}
+    missing = [name for name, n in counts.items() if n == 0]
+    few = {name: n for name, n in counts.items() if 0 < n < FEW_SOURCE_UTTERANCES}
+    corpora = " + ".join(report["corpus"] for report in reports)
+    if missing and not allow_missing:
+        raise ValueError(
+            f"The source corpora ({corpora}) have no utterance of class(es) {', '.join(map(repr, missing))} of the "
+            f"scheme {scheme!r} (counts: {counts}): the model could never predict them. Add a source corpus that "
+            "has them, map its labels to them (label_map), choose a scheme without them, or pass "
+            "--allow_missing_source_classes true to train anyway."
+        )
+    if missing:
+        logger.warning("The source corpora (%s) have no utterance of %s: the model will never predict them "
+                       "(--allow_missing_source_classes).", corpora, ", ".join(missing))
+    if few:
+        logger.warning("Source classes with only a handful of utterances (fewer than %d) in %s: %s; the model learns "
+                       "them from very few examples.", FEW_SOURCE_UTTERANCES, corpora,
+                       ", ".join(f"{name} ({n})" for name, n in few.items()))
+    return {"classes": counts, "missing": missing, "few": few}
 
 
 def _with_corpus_id(dataset: Dataset | IterableDataset, corpus_id: int) -> Dataset | IterableDataset:

@@ -28,6 +28,7 @@ def load_audio(
     max_duration_s: float | None = None,
     rng: np.random.Generator | None = None,
     name: str | None = None,
+    min_duration_s: float | None = None,
 ) -> np.ndarray:
     """Decode audio to a 1-D float32 waveform at `sampling_rate`.
 
@@ -39,6 +40,8 @@ def load_audio(
             a random window when `rng` is given (training-time augmentation).
         rng: the generator for random crops.
         name: how to name the audio in errors (defaults to the path).
+        min_duration_s: audio shorter than this is unusable (an `AudioDecodeError`), e.g. the model's minimum
+            input length: padding it with zeros would train on silence labelled as an emotion.
 
     Channels are averaged to mono. Raises `AudioDecodeError` naming the file for unreadable or zero-length
     audio and for non-finite samples.
@@ -58,6 +61,9 @@ def load_audio(
         wave, orig_rate = _read(source, label, max_duration_s, rng)
     if not np.all(np.isfinite(wave)):
         raise AudioDecodeError(f"{label}: audio contains NaN or infinite samples")
+    if min_duration_s is not None and len(wave) < min_duration_s * orig_rate:
+        raise AudioDecodeError(f"{label}: audio is {len(wave) / orig_rate:.3g} s long, shorter than the "
+                               f"{min_duration_s} s a model input needs")
     if orig_rate != sampling_rate:
         wave = soxr.resample(wave, orig_rate, sampling_rate, quality="HQ")
     if max_duration_s is not None:  # the window was cut at the source rate; trim resampler rounding

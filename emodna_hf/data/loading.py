@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,11 +18,14 @@ from typing import Any, Literal
 import numpy as np
 from datasets import Audio, ClassLabel, Dataset, Features, IterableDataset, List, Value
 
+from ..modeling.modeling_emodna import MIN_INPUT_SECONDS
 from .audio import AudioDecodeError, load_audio
 from .labels import SCHEMES, column_values, harmonize_labels
 from .sources import _FILE_COLUMNS, AUDIO_EXTENSIONS, _open_source, _read_csv, _read_jsonl  # noqa: F401 (re-exported)
 from .storage import map_to_disk, resolve_cache_dir
 from .streaming import load_streaming_corpus
+
+logger = logging.getLogger(__name__)
 
 # Tried in order when a CorpusSpec leaves the column unnamed.
 _LABEL_COLUMNS = ("emotion", "label", "labels", "emotion_label", "category")
@@ -58,11 +62,15 @@ class CorpusSpec:
         label_map: raw label -> canonical emotion entries that extend or override the built-in map.
         label_map_name: which built-in map to use when `name` is not a known corpus name (e.g. "iemocap").
         drop_unmapped: see `harmonize_labels`.
-        on_bad_audio: "raise" (default): an unreadable, empty or zero-length file stops loading with an error
-            naming it; "skip": such rows are dropped and listed in the report's `bad_audio`.
+        on_bad_audio: "raise" (default): an unreadable, empty or truncated file, or one shorter than the model's
+            minimum input (`MIN_INPUT_SECONDS`, 0.1 s), stops loading with an error naming it; "skip": such rows
+            are dropped and listed in the report's `bad_audio`.
         load_kwargs: extra keyword arguments for `load_dataset` (Hub) or `make_synthetic_corpus` (synthetic).
         streaming: read the corpus as a stream (`load_dataset(..., streaming=True)`; a `source` that is an
             `IterableDataset` always streams): nothing is materialised (see `emodna_hf.data.streaming`).
+        allow_paths_outside_corpus: let a manifest's or metadata file's file names lead outside its folder
+            (`../x.wav`, absolute paths). Off by default: a downloaded corpus's metadata must not read arbitrary
+            local files.
     """
 
     name: str
@@ -79,6 +87,7 @@ class CorpusSpec:
     on_bad_audio: Literal["raise", "skip"] = "raise"
     load_kwargs: dict[str, Any] = field(default_factory=dict)
     streaming: bool = False
+    allow_paths_outside_corpus: bool = False
 
 
 def output_features(scheme: str) -> Features:
@@ -172,6 +181,7 @@ def load_corpus(
             "Check its label_map" + ("." if require_labels else ", or use it without labels (label_column='none').")
         )
     dataset = _standard_columns(dataset, spec, audio_column)
+    dataset, duplicates = _drop_duplicates(dataset, spec, audio_column)
 
     fn_kwargs = {
         "audio_column": audio_column,
@@ -204,8 +214,8 @@ def load_corpus(
     if bad:
         decoded = decoded.select([i for i, error in enumerate(errors) if not error])
     decoded = decoded.remove_columns("audio_error").with_format(None)
-    if bad and not label_report.get("unlabelled"):
-        # The class counts are those of the utterances actually used: skipped audio is not among them.
+    if (bad or duplicates) and not label_report.get("unlabelled"):
+        # The class counts are those of the utterances actually used: skipped audio and duplicates are not.
         names = SCHEMES[scheme]
         labels = column_values(decoded, "labels")
         label_report = dict(label_report, classes={name: labels.count(i) for i, name in enumerate(names)})
@@ -217,6 +227,7 @@ def load_corpus(
         "n": len(decoded),
         "labels": label_report,
         "bad_audio": bad,
+        "duplicates": duplicates,
         "n_speakers": len(speakers - {f"{spec.name}:unknown"}),
         "sampling_rate": sampling_rate,
         "max_duration_s": max_duration_s,
@@ -278,6 +289,43 @@ def _standard_columns(dataset: Dataset, spec: CorpusSpec, audio_column: str) -> 
     return dataset.add_column("utt_id", utt_ids)
 
 
+def _drop_duplicates(dataset: Dataset, spec: CorpusSpec, audio_column: str) -> tuple[Dataset, dict[str, int]]:
+    """Rows naming an audio file that an earlier row already names are dropped (the first is kept), counted and
+    warned about: an utterance listed twice would be trained on, and scored, twice. The same file with two
+    different labels is an error naming it. Only file paths are compared (encoded bytes and arrays are not).
+
+    Returns the dataset and `{utterance id of the kept row: extra rows dropped}`."""
+    if dataset.features[audio_column] != Value("string"):
+        return dataset, {}
+    paths, labels = column_values(dataset, audio_column), column_values(dataset, "labels")
+    utt_ids = column_values(dataset, "utt_id")
+    feature = dataset.features["labels"]
+
+    def label_name(label: Any) -> Any:
+        return feature.int2str(label) if isinstance(feature, ClassLabel) and label is not None else label
+
+    first: dict[str, int] = {}
+    keep, duplicates = [], {}
+    for i, path in enumerate(paths):
+        if path not in first:
+            first[path] = i
+            keep.append(i)
+            continue
+        if labels[i] != labels[first[path]]:
+            raise ValueError(
+                f"Corpus {spec.name!r}: utterance {utt_ids[first[path]]!r} ({path}) is listed twice with different "
+                f"labels ({label_name(labels[first[path]])!r} and {label_name(labels[i])!r}); keep one row for it."
+            )
+        kept = utt_ids[first[path]]
+        duplicates[kept] = duplicates.get(kept, 0) + 1
+    if not duplicates:
+        return dataset, {}
+    listed = ", ".join(list(duplicates)[:3]) + (" ..." if len(duplicates) > 3 else "")
+    logger.warning("Corpus %r: %d row(s) name an audio file already listed (%s); each file is used once.",
+                   spec.name, sum(duplicates.values()), listed)
+    return dataset.select(keep), duplicates
+
+
 # --- decoding -----------------------------------------------------------------------------------------------
 
 
@@ -292,7 +340,8 @@ def _decode_batch(
     waves, errors = [], []
     for audio, utt_id in zip(batch[audio_column], batch["utt_id"], strict=True):
         try:
-            waves.append(load_audio(audio, sampling_rate, max_duration_s=max_duration_s))
+            waves.append(load_audio(audio, sampling_rate, max_duration_s=max_duration_s,
+                                    min_duration_s=MIN_INPUT_SECONDS))
             errors.append("")
         except AudioDecodeError as error:
             if not skip:

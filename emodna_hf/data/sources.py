@@ -101,7 +101,29 @@ def _manifest(path: Path, rows: list[dict[str, Any]], spec: CorpusSpec) -> Datas
     file_column = next((c for c in candidates if c in rows[0]), None)
     if file_column is None:
         raise ValueError(f"Corpus {spec.name!r}: manifest {path} has no file column (tried {candidates})")
+    _check_inside(spec, path, path.parent, path.parent, [row.get(file_column) for row in rows])
     return _rows_to_dataset(rows, file_column, path.parent)
+
+
+def _check_inside(spec: CorpusSpec, listing: Path, folder: Path, base: Path, names: list[Any]) -> None:
+    """Refuse file names (relative to `folder`) that lead outside the corpus folder `base` (`../x.wav`, absolute
+    paths) unless `spec.allow_paths_outside_corpus`: a downloaded corpus's metadata must not make training read
+    arbitrary local files. The check is on the names alone (nothing is opened or looked up), so the error says
+    nothing about whether such a file exists. Symbolic links inside the folder are the corpus owner's choice and
+    are followed."""
+    if spec.allow_paths_outside_corpus:
+        return
+    root, start = os.path.abspath(base), os.path.abspath(folder)
+    for number, name in enumerate(names, start=1):
+        if name is None or str(name) == "":
+            continue
+        candidate = os.path.normpath(os.path.join(start, str(name)))
+        if os.path.commonpath([root, candidate]) != root:
+            raise ValueError(
+                f"Corpus {spec.name!r}: {listing}, row {number}: file name {str(name)!r} points outside the corpus "
+                f"folder {root}; it was not read. Fix the path, or pass --allow_paths_outside_corpus true if the "
+                "manifest deliberately lists files elsewhere (e.g. absolute paths)."
+            )
 
 
 def _rows_to_dataset(rows: list[dict[str, Any]], file_column: str, base: Path) -> Dataset:
@@ -124,9 +146,12 @@ def _audiofolder(root: Path, spec: CorpusSpec) -> Dataset:
     if metadata:
         rows = []
         for meta in metadata:
-            for row in _read_csv(meta) if meta.suffix == ".csv" else _read_jsonl(meta):
-                if "file_name" not in row:
-                    raise ValueError(f"Corpus {spec.name!r}: {meta} needs a 'file_name' column")
+            meta_rows = _read_csv(meta) if meta.suffix == ".csv" else _read_jsonl(meta)
+            if any("file_name" not in row for row in meta_rows):
+                raise ValueError(f"Corpus {spec.name!r}: {meta} needs a 'file_name' column")
+            # Each metadata file's names are relative to its folder; none may leave the corpus root.
+            _check_inside(spec, meta, meta.parent, root, [row["file_name"] for row in meta_rows])
+            for row in meta_rows:
                 # file_name is relative to its metadata file; ids become relative to the root
                 rows.append({**row, "file_name": os.path.relpath(meta.parent / row["file_name"], root)})
         if not rows:

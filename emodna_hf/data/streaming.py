@@ -15,6 +15,7 @@ What changes against a map-style corpus (docs/architecture.md, "Corpora of any s
 
 from __future__ import annotations
 
+import os
 import zlib
 from typing import TYPE_CHECKING, Any
 
@@ -31,15 +32,39 @@ def is_streamed(dataset: Any) -> bool:
     return isinstance(dataset, IterableDataset)
 
 
-def open_stream(spec: CorpusSpec) -> IterableDataset:
-    """The corpus as an `IterableDataset`: `spec.source` itself, or `load_dataset(..., streaming=True)`."""
+# Rows of a local corpus are spread over this many shards (fewer for smaller corpora): each training process reads
+# whole shards when their number divides (`stream_batches.for_process`), and shuffling reorders them.
+LOCAL_STREAM_SHARDS = 16
+
+
+def open_stream(spec: CorpusSpec) -> tuple[IterableDataset, str]:
+    """The corpus as an `IterableDataset` and the name of its audio column.
+
+    `spec.source` itself when it is one; a local corpus (a manifest, an audiofolder, a saved dataset) is listed as
+    `sources._open_source` lists it (paths of files, read by soundfile as the stream is read: no torchcodec, and
+    the same containment check of file names) and streamed from that listing; a `.parquet` file and Hub ids are
+    read with `load_dataset(..., streaming=True)`."""
+    from .sources import _open_source
+
     if isinstance(spec.source, IterableDataset):
-        return spec.source
-    stream = load_dataset(str(spec.source), spec.config_name, split=spec.split, streaming=True, **spec.load_kwargs)
+        return spec.source, spec.audio_column
+    text = spec.source if isinstance(spec.source, str) else None
+    if text is not None and os.path.isfile(os.path.expanduser(text)) and text.lower().endswith(".parquet"):
+        stream = load_dataset("parquet", data_files={spec.split or "train": os.path.expanduser(text)},
+                              split=spec.split or "train", streaming=True)
+    elif text is None or text.startswith("synthetic:") or os.path.exists(os.path.expanduser(text)):
+        listed, kind = _open_source(spec)
+        audio_column = "audio" if kind in ("csv", "jsonl", "audiofolder") else spec.audio_column
+        if "_rel_path" in listed.column_names:  # ids as the map-style path gives them: the relative path
+            listed = listed.add_column("_utt_id", [os.path.splitext(p)[0] for p in listed["_rel_path"]])
+            listed = listed.remove_columns("_rel_path")
+        return listed.to_iterable_dataset(num_shards=max(1, min(LOCAL_STREAM_SHARDS, len(listed)))), audio_column
+    else:
+        stream = load_dataset(text, spec.config_name, split=spec.split, streaming=True, **spec.load_kwargs)
     if not isinstance(stream, IterableDataset):
         raise ValueError(f"Corpus {spec.name!r}: load_dataset({spec.source!r}, streaming=True) returned "
                          f"{type(stream).__name__}; set split")
-    return stream
+    return stream, spec.audio_column
 
 
 def label_function(spec: CorpusSpec, scheme: str):
@@ -87,15 +112,15 @@ def load_streaming_corpus(
         output_features,
     )
 
-    stream = open_stream(spec)
+    stream, audio_column = open_stream(spec)
     columns = list(stream.column_names or [])
     if not columns:
         raise ValueError(f"Corpus {spec.name!r} (streamed): the stream declares no features; cast it to known "
                          "features first.")
-    if spec.audio_column not in columns:
-        raise ValueError(f"Corpus {spec.name!r} has no audio column {spec.audio_column!r}: {columns}")
-    if isinstance(stream.features[spec.audio_column], Audio):
-        stream = stream.cast_column(spec.audio_column, Audio(decode=False))  # decoded by soundfile, not torchcodec
+    if audio_column not in columns:
+        raise ValueError(f"Corpus {spec.name!r} has no audio column {audio_column!r}: {columns}")
+    if isinstance(stream.features[audio_column], Audio):
+        stream = stream.cast_column(audio_column, Audio(decode=False))  # decoded by soundfile, not torchcodec
     label_column = spec.label_column or next((c for c in _LABEL_COLUMNS if c in columns), None)
     if label_column in (None, NO_LABELS):
         if require_labels:
@@ -104,7 +129,7 @@ def load_streaming_corpus(
     raw_feature = stream.features[label_column] if label_column else None
     to_id = label_function(spec, scheme) if label_column else None
     speaker_column = spec.speaker_column or next((c for c in _SPEAKER_COLUMNS if c in columns), None)
-    id_column = spec.utt_id_column or next((c for c in _UTT_ID_COLUMNS if c in columns), None)
+    id_column = spec.utt_id_column or next((c for c in (*_UTT_ID_COLUMNS, "_utt_id") if c in columns), None)
 
     def standard(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         raws = batch[label_column] if label_column else [None] * len(indices)
@@ -115,7 +140,7 @@ def load_streaming_corpus(
         # A target row without a label stays (unlabelled); a row whose label has no class is dropped below.
         labels = [None if to_id is None or (r is None and not require_labels) else to_id(r) for r in raws]
         return {
-            "audio": batch[spec.audio_column],
+            "audio": batch[audio_column],
             "labels": labels,
             "_drop": [label is None and raw is not None for label, raw in zip(labels, raws, strict=True)],
             "speaker": [f"{spec.name}:{s}" if s not in (None, "") else f"{spec.name}:unknown" for s in speakers],
