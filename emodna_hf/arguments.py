@@ -125,8 +125,8 @@ class ModelArguments:
     grl_gamma: float | None = _override("grl_gamma", "Steepness of the gradient-reversal ramp.")
     label_smoothing: float | None = _override("label_smoothing", "Label smoothing of the source cross-entropy.")
     corpus_statistics: str | None = _override(
-        "corpus_statistics", "Corpus normalisation statistics in training: 'batch' or 'dataset' (whole corpora; "
-        "opensmile only)."
+        "corpus_statistics", "Corpus normalisation statistics in training: 'batch', 'dataset' (whole corpora; "
+        "opensmile only) or 'auto' (the recipe default: 'dataset' for opensmile, else 'batch')."
     )
     class_balanced_loss: bool | None = _bool_override(
         "class_balanced_loss", "Weight the source cross-entropy by inverse class frequency."
@@ -180,6 +180,10 @@ class ModelArguments:
         names = [f.name for f in dataclasses.fields(self) if f.name in _CONFIG_DEFAULTS]
         kwargs = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
         kwargs.update(self.config_overrides or {})
+        if kwargs.get("corpus_statistics") == "auto":  # whole-corpus statistics need a fixed front end (openSMILE)
+            backbone = None if self.backbone_name_or_path else kwargs.get("backbone_type",
+                                                                          _CONFIG_DEFAULTS["backbone_type"])
+            kwargs["corpus_statistics"] = "dataset" if backbone == "opensmile" else "batch"
         return kwargs
 
 

@@ -3,6 +3,8 @@ source loss, input noise and dropout. Known values and naive computations, no tr
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,8 @@ from factories import tiny_config
 
 from emodna_hf import EmoDnaConfig, EmoDnaForAudioClassification
 from emodna_hf.trainer import EmoDnaTrainer, EmoDnaTrainingArguments, source_class_weights
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _functionals(n: int, corpus_id: int, shift: float, labels: list[int] | None, seed: int) -> Dataset:
@@ -106,3 +110,17 @@ def test_input_noise_and_dropout_act_in_training_only():
     noisy = [model(input_features=features, feature_mask=mask, corpus_ids=torch.tensor([0, 0, 1, 1])).logits
              for _ in range(2)]
     assert not torch.allclose(noisy[0], noisy[1])
+
+
+def test_the_recipe_default_picks_whole_corpus_statistics_for_opensmile_only():
+    """`corpus_statistics: auto` (the recipe default) must not break `--backbone_type tcn` or an SSL checkpoint."""
+    from emodna_hf.experiment import parse_args
+
+    def chosen(*extra: str) -> str:
+        model_args = parse_args(["--config", str(REPO / "recipes" / "configs" / "default.yaml"), *extra])[0]
+        return model_args.config_kwargs()["corpus_statistics"]
+
+    assert chosen() == "dataset"
+    assert chosen("--backbone_type", "tcn") == "batch"
+    assert chosen("--corpus_statistics", "batch") == "batch"
+    EmoDnaConfig(**{**tiny_config("tcn").to_dict(), "corpus_statistics": chosen("--backbone_type", "tcn")})
