@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader, Sampler
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput, EvalPrediction, speed_metrics
 
+from .corpus_statistics import set_corpus_statistics, source_class_weights  # noqa: F401 (re-exported)
 from .data.collator import UDADataCollator
-from .data.labels import column_values
 from .data.memory import ReleaseMemoryCallback, RowCounter, release_memory
 from .data.stream_batches import SourceTargetStream, for_process
 from .data.streaming import is_streamed
@@ -198,56 +198,6 @@ def _columns_in_memory(dataset: Dataset, max_bytes: int) -> dict[str, np.ndarray
     columns = dict(dataset.with_format("numpy")[:])
     release_memory(trim=False)  # the mapped pages just read: the arrays are copies
     return columns
-
-
-@torch.no_grad()
-def source_class_weights(source: Dataset, num_labels: int) -> torch.Tensor:
-    """`n / (num_labels * n_c)` for each class `c` with `n_c` of the `n` source rows (1 for absent classes): the
-    weights under which every class weighs as much in the source loss (scikit-learn's "balanced")."""
-    counts = np.bincount(np.asarray(column_values(source, "labels"), dtype=np.int64), minlength=num_labels)
-    weights = np.where(counts > 0, counts.sum() / (num_labels * np.maximum(counts, 1)), 1.0)
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-@torch.no_grad()
-def set_corpus_statistics(model, rows: UDATrainDataset, collator, batch_size: int = 256) -> None:
-    """Each corpus's mean and (population) variance of the pooled features over all its training rows, set in the
-    model's corpus normalisation (`corpus_statistics="dataset"`): the classical per-corpus standardisation (or,
-    without per-corpus normalisation, the source corpora's statistics). Computed in every process from the whole
-    corpora, so processes agree and a resumed run gets the same values."""
-    if is_streamed(rows.source) or is_streamed(rows.target):
-        raise ValueError("corpus_statistics='dataset' needs whole corpora, not streams: use 'batch'.")
-    normalization = model.corpus_normalization
-    groups = normalization.running_mean.shape[0]
-    target_id = model.config.num_corpora - 1
-    sums = torch.zeros(groups, normalization.running_mean.shape[1], dtype=torch.float64)
-    squares, counts = torch.zeros_like(sums), torch.zeros(groups, dtype=torch.float64)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        for start in range(0, len(rows), batch_size):
-            batch = collator(rows.__getitems__(list(range(start, min(len(rows), start + batch_size)))))
-            corpus_ids = batch.get("corpus_ids")
-            if corpus_ids is None:
-                corpus_ids = torch.full((len(batch["labels"]),), target_id)
-            features = model.pooled_features(**{k: v.to(device) for k, v in batch.items()
-                                                if k in ("input_values", "attention_mask", "input_features",
-                                                         "feature_mask", "speaker_mean", "speaker_std")}
-                                             ).double().cpu()
-            group = corpus_ids if normalization.per_corpus else torch.zeros_like(corpus_ids)
-            keep = torch.ones_like(group, dtype=torch.bool) if normalization.per_corpus else corpus_ids != target_id
-            sums.index_add_(0, group[keep], features[keep])
-            squares.index_add_(0, group[keep], features[keep] ** 2)
-            counts.index_add_(0, group[keep], torch.ones(int(keep.sum()), dtype=torch.float64))
-    finally:
-        model.train(was_training)
-    if (counts == 0).any():
-        raise ValueError(f"corpus_statistics='dataset': no training rows for corpus group(s) "
-                         f"{torch.nonzero(counts == 0).flatten().tolist()}.")
-    means = sums / counts[:, None]
-    variances = (squares / counts[:, None] - means ** 2).clamp(min=0.0)
-    normalization.set_statistics(means.float(), variances.float())
 
 
 def _stream_dataset(source, target, args: EmoDnaTrainingArguments) -> SourceTargetStream:
