@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -90,19 +91,24 @@ def test_the_recipe_resumes_from_the_latest_checkpoint_and_names_a_cut_short_one
 
 @pytest.mark.slow
 def test_ctrl_c_ends_the_recipe_with_one_line(tmp_path):
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "recipes" / "train.py"), *TINY, "--output_dir", str(tmp_path / "out"),
-         "--max_steps", "100000", "--logging_steps", "1"],
-        cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Output to files, not pipes: waiting on the process itself (not on pipe EOF, which a short-lived helper
+    # process holding the pipes can delay) and no pipe filling up while the test is not reading it.
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with open(out, "w") as stdout, open(err, "w") as stderr_file:
+        process = subprocess.Popen(
+            [sys.executable, str(REPO / "recipes" / "train.py"), *TINY, "--output_dir", str(tmp_path / "out"),
+             "--max_steps", "100000", "--logging_steps", "1"],
+            cwd=tmp_path, env={**_env(tmp_path), "PYTHONUNBUFFERED": "1"}, stdout=stdout, stderr=stderr_file)
     try:
-        for line in process.stdout:  # interrupt once training has started
-            if "'loss'" in line or "Training emodna" in line:
-                break
+        deadline = time.monotonic() + 300
+        while "'loss'" not in out.read_text() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # interrupt once training has started
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
+        process.wait(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130
+    stderr = err.read_text()
+    assert process.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr and "interrupted (Ctrl-C)" in stderr
     assert "--resume_from_checkpoint true" in stderr.strip().splitlines()[-1]
