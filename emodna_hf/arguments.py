@@ -31,8 +31,7 @@ from .corpus_arguments import (  # noqa: F401 (re-exported: the corpus schema's 
     looks_like_local_path,
     normalise_corpus_lists,
 )
-from .data import SCHEMES, CorpusSpec
-from .data.loading import NO_LABELS
+from .data import NO_LABELS, SCHEMES, CorpusSpec
 from .modeling import EmoDnaConfig
 from .modeling.configuration_emodna import (
     BACKBONE_TYPES,

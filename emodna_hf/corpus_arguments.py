@@ -109,7 +109,8 @@ def check_corpus_source(name: str, source: str, *, must_exist: bool = True) -> s
 
 def _manifest_files(path: Path) -> set[Path]:
     """The resolved audio files a CSV/TSV/JSONL manifest lists (empty for other files or unreadable ones)."""
-    from .data.loading import _FILE_COLUMNS, _read_csv, _read_jsonl
+    from .data.sources import _read_csv, _read_jsonl
+    from .data.spec import FILE_COLUMNS
 
     suffix = path.suffix.lower()
     try:
@@ -117,7 +118,7 @@ def _manifest_files(path: Path) -> set[Path]:
             else []
     except ValueError:
         return set()  # loading will report it, naming the file
-    column = next((c for c in _FILE_COLUMNS if rows and c in rows[0]), None)
+    column = next((c for c in FILE_COLUMNS if rows and c in rows[0]), None)
     return {(path.parent / str(row[column])).resolve() for row in rows if column and row.get(column)}
 
 

@@ -10,7 +10,6 @@ import pytest
 import soundfile as sf
 from datasets import Audio, ClassLabel, Dataset, DatasetDict
 
-import emodna_hf.data.loading as loading
 import emodna_hf.data.sources as sources
 from emodna_hf.data import AudioDecodeError, CorpusSpec, load_corpus, output_features
 
@@ -250,10 +249,10 @@ def test_metadata_with_a_byte_order_mark_or_another_encoding(tmp_path):
     folder.mkdir()
     sf.write(folder / "a.wav", np.zeros(1600, dtype=np.float32) + 0.01, 16000)
     (folder / "metadata.csv").write_bytes("\ufefffile_name,label\na.wav,angry\n".encode("utf-8"))
-    assert loading._read_csv(folder / "metadata.csv") == [{"file_name": "a.wav", "label": "angry"}]
+    assert sources._read_csv(folder / "metadata.csv") == [{"file_name": "a.wav", "label": "angry"}]
     (folder / "metadata.csv").write_bytes("file_name,label\na.wav,col\xe8re\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"metadata\.csv is not UTF-8 text"):
-        loading._read_csv(folder / "metadata.csv")
+        sources._read_csv(folder / "metadata.csv")
 
 
 @pytest.mark.parametrize("listing", ["manifest", "metadata"])

@@ -189,14 +189,14 @@ def test_unknown_preset_is_named():
 
 
 def test_a_generated_corpus_is_saved_once_and_read_back_identical(tmp_path, monkeypatch):
-    from emodna_hf.data import synthetic
+    from emodna_hf.data.generated import source_filter
 
-    in_memory = synthetic.make_synthetic_corpus("synth-a", n_per_class_per_speaker=1, n_speakers=2)
-    first = synthetic.make_synthetic_corpus("synth-a", n_per_class_per_speaker=1, n_speakers=2, cache_dir=tmp_path)
+    in_memory = make_synthetic_corpus("synth-a", n_per_class_per_speaker=1, n_speakers=2)
+    first = make_synthetic_corpus("synth-a", n_per_class_per_speaker=1, n_speakers=2, cache_dir=tmp_path)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("generated-")]
     calls = []
-    monkeypatch.setattr(synthetic, "_utterance", lambda *a, **k: calls.append(1))  # generating now would fail
-    again = synthetic.make_synthetic_corpus("synth-a", n_per_class_per_speaker=1, n_speakers=2, cache_dir=tmp_path)
+    monkeypatch.setattr(source_filter, "_utterance", lambda *a, **k: calls.append(1))  # generating would fail
+    again = make_synthetic_corpus("synth-a", n_per_class_per_speaker=1, n_speakers=2, cache_dir=tmp_path)
     assert not calls and again._fingerprint == first._fingerprint
     assert first._fingerprint == in_memory._fingerprint  # what is keyed on it is the same without a cache folder
     assert again["utt_id"] == first["utt_id"]
@@ -204,4 +204,4 @@ def test_a_generated_corpus_is_saved_once_and_read_back_identical(tmp_path, monk
         np.testing.assert_array_equal(a["array"], b["array"])
     # Other sizes are another corpus: generated, not read from the first one's folder.
     with pytest.raises(TypeError):
-        synthetic.make_synthetic_corpus("synth-a", n_per_class_per_speaker=2, n_speakers=2, cache_dir=tmp_path)
+        make_synthetic_corpus("synth-a", n_per_class_per_speaker=2, n_speakers=2, cache_dir=tmp_path)

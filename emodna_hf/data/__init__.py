@@ -1,12 +1,25 @@
-"""Data layer: label harmonisation, audio decoding, corpus loading, synthetic corpora (source-filter,
-espeak-ng and flite/festival), UDA splits, batches."""
+"""Data layer: the corpus spec (`spec`, a leaf), label harmonisation, audio decoding, corpus loading, generated
+corpora (`generated`: source-filter, espeak-ng and flite/festival), UDA splits, batches."""
 
 from .assembly import UDAData, build_uda_data, split_source
 from .audio import AudioDecodeError, load_audio
 from .collator import UDADataCollator
-from .espeak import ESPEAK_PRESETS, EspeakPreset, make_espeak_corpus
+from .decoding import output_features
 from .features import cache_features
-from .flite_corpora import FLITE_PRESETS, FlitePreset, make_flite_corpus
+from .generated import (
+    EMOTION_PROFILES,
+    EMOTIONS,
+    ESPEAK_PRESETS,
+    FLITE_PRESETS,
+    PRESETS,
+    EmotionProfile,
+    EspeakPreset,
+    FlitePreset,
+    SyntheticPreset,
+    make_espeak_corpus,
+    make_flite_corpus,
+    make_synthetic_corpus,
+)
 from .labels import (
     CANONICAL_EMOTIONS,
     CORPUS_LABEL_MAPS,
@@ -16,16 +29,9 @@ from .labels import (
     harmonize_labels,
     iemocap_label_map,
 )
-from .loading import CorpusSpec, load_corpus, output_features
+from .loading import load_corpus
 from .speakers import add_speaker_statistics, speaker_statistics, standardize_per_speaker
-from .synthetic import (
-    EMOTION_PROFILES,
-    EMOTIONS,
-    PRESETS,
-    EmotionProfile,
-    SyntheticPreset,
-    make_synthetic_corpus,
-)
+from .spec import NO_LABELS, CorpusSpec
 
 __all__ = [
     "CANONICAL_EMOTIONS",
@@ -34,6 +40,7 @@ __all__ = [
     "EMOTION_PROFILES",
     "ESPEAK_PRESETS",
     "FLITE_PRESETS",
+    "NO_LABELS",
     "PRESETS",
     "SCHEMES",
     "SCHEME_MAPS",

@@ -11,101 +11,20 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
-from datasets import Audio, ClassLabel, Dataset, Features, IterableDataset, List, Value
+from datasets import Audio, ClassLabel, Dataset, IterableDataset, Value
 
-from ..modeling.modeling_emodna import MIN_INPUT_SECONDS
-from .audio import AudioDecodeError, load_audio
+from .decoding import decode_batch, output_features
 from .labels import SCHEMES, column_values, harmonize_labels
-from .sources import _FILE_COLUMNS, AUDIO_EXTENSIONS, _open_source, _read_csv, _read_jsonl  # noqa: F401 (re-exported)
+from .sources import _open_source
+from .spec import LABEL_COLUMNS, NO_LABELS, SPEAKER_COLUMNS, UTT_ID_COLUMNS, CorpusSpec
 from .storage import map_to_disk, resolve_cache_dir
 from .streaming import load_streaming_corpus
 
+__all__ = ["NO_LABELS", "CorpusSpec", "load_corpus", "output_features"]
+
 logger = logging.getLogger(__name__)
-
-# Tried in order when a CorpusSpec leaves the column unnamed.
-_LABEL_COLUMNS = ("emotion", "label", "labels", "emotion_label", "category")
-_SPEAKER_COLUMNS = ("speaker", "speaker_id", "spk", "spk_id", "client_id")
-_UTT_ID_COLUMNS = ("utt_id", "id", "utterance_id", "file_id")
-
-
-@dataclass
-class CorpusSpec:
-    """Where a corpus is and how to read it.
-
-    Attributes:
-        name: the corpus name: the `corpus` column, the speaker prefix, and (unless `label_map_name` is set)
-            the built-in label map it uses (see `emodna_hf.data.labels.get_label_map`).
-        source: one of
-            - a `datasets.Dataset` (in memory);
-            - `"synthetic:<preset>"` (see `emodna_hf.data.synthetic.PRESETS`; `load_kwargs` go to
-              `make_synthetic_corpus`, e.g. `{"seed": 1}`);
-            - a CSV (`.csv`, `.tsv`) or JSON-lines (`.jsonl`, `.json`) manifest with a file column
-              (`audio_column`, or `file_name`/`path`/...) whose relative paths are relative to the
-              manifest's folder;
-            - a folder in the 🤗 audiofolder layout: audio files with the label as the parent folder's name,
-              or `metadata.csv`/`metadata.jsonl` files with a `file_name` column; a `<split>/` subfolder is
-              used when it exists;
-            - a folder written by `Dataset.save_to_disk`, or a `.parquet` file;
-            - otherwise a Hub dataset id, read with `datasets.load_dataset(source, config_name, split=split,
-              **load_kwargs)`.
-        split: the split of a Hub dataset, `DatasetDict` folder or audiofolder.
-        audio_column: the column with audio (path string, `{"path","bytes"}` or `{"array","sampling_rate"}`).
-        label_column / speaker_column / utt_id_column: None picks the first present of the usual names
-            (`emotion`, `label`, ... / `speaker`, `speaker_id`, ... / `utt_id`, `id`, ...). Without a speaker
-            column every speaker is unknown; without an id column the id is the file's path (relative to the
-            manifest or folder) without extension, or `<name>-<row>`.
-        label_map: raw label -> canonical emotion entries that extend or override the built-in map.
-        label_map_name: which built-in map to use when `name` is not a known corpus name (e.g. "iemocap").
-        drop_unmapped: see `harmonize_labels`.
-        on_bad_audio: "raise" (default): an unreadable, empty or truncated file, or one shorter than the model's
-            minimum input (`MIN_INPUT_SECONDS`, 0.1 s), stops loading with an error naming it; "skip": such rows
-            are dropped and listed in the report's `bad_audio`.
-        load_kwargs: extra keyword arguments for `load_dataset` (Hub) or `make_synthetic_corpus` (synthetic).
-        streaming: read the corpus as a stream (`load_dataset(..., streaming=True)`; a `source` that is an
-            `IterableDataset` always streams): nothing is materialised (see `emodna_hf.data.streaming`).
-        allow_paths_outside_corpus: let a manifest's or metadata file's file names lead outside its folder
-            (`../x.wav`, absolute paths). Off by default: a downloaded corpus's metadata must not read arbitrary
-            local files.
-    """
-
-    name: str
-    source: str | os.PathLike | Dataset | IterableDataset
-    split: str | None = "train"
-    config_name: str | None = None
-    audio_column: str = "audio"
-    label_column: str | None = None
-    speaker_column: str | None = None
-    utt_id_column: str | None = None
-    label_map: Mapping[str, str | None] | None = None
-    label_map_name: str | None = None
-    drop_unmapped: bool | Iterable[str | None] = True
-    on_bad_audio: Literal["raise", "skip"] = "raise"
-    load_kwargs: dict[str, Any] = field(default_factory=dict)
-    streaming: bool = False
-    allow_paths_outside_corpus: bool = False
-
-
-def output_features(scheme: str) -> Features:
-    """The features of every dataset `load_corpus` returns for `scheme`."""
-    return Features(
-        {
-            "input_values": List(Value("float32")),
-            "labels": ClassLabel(names=list(SCHEMES[scheme])),
-            "speaker": Value("string"),
-            "corpus": Value("string"),
-            "utt_id": Value("string"),
-        }
-    )
-
-
-# `label_column="none"`: the corpus is used without labels (an unlabelled target), even if it has a label column.
-NO_LABELS = "none"
-
 
 def load_corpus(
     spec: CorpusSpec,
@@ -152,7 +71,7 @@ def load_corpus(
         raw = raw.cast_column(audio_column, Audio(decode=False))
     label_column = spec.label_column
     if label_column is None and not require_labels:
-        label_column = next((c for c in _LABEL_COLUMNS if c in raw.column_names), NO_LABELS)
+        label_column = next((c for c in LABEL_COLUMNS if c in raw.column_names), NO_LABELS)
         if label_column != NO_LABELS and all(
             value is None or str(value).strip() == "" for value in column_values(raw, label_column)
         ):
@@ -165,7 +84,7 @@ def load_corpus(
         dataset = raw.add_column("labels", [None] * len(raw), feature=Value("int64"))
         label_report = {"unlabelled": True, "classes": {}, "dropped": {}, "mapping": {}}
     else:
-        label_column = label_column or _first_present(raw, _LABEL_COLUMNS, "label", spec.name)
+        label_column = label_column or _first_present(raw, LABEL_COLUMNS, "label", spec.name)
         raw = _label_names(raw, label_column)
         dataset, label_report = harmonize_labels(
             raw,
@@ -196,7 +115,7 @@ def load_corpus(
     # next to them as before; local sources are decoded in memory unless a cache_dir is given.
     decoded = map_to_disk(
         dataset.with_format("numpy"),
-        _decode_batch,
+        decode_batch,
         cache_dir=folder,
         name=f"{_safe(spec.name)}-decoded",
         key=_cache_key(dataset, audio_column, fn_kwargs) if folder is not None else "",
@@ -270,13 +189,13 @@ def _standard_columns(dataset: Dataset, spec: CorpusSpec, audio_column: str) -> 
     """Keep audio + labels and add the `speaker`, `corpus` and `utt_id` strings."""
     n = len(dataset)
     columns = dataset.column_names
-    speaker_column = spec.speaker_column or next((c for c in _SPEAKER_COLUMNS if c in columns), None)
+    speaker_column = spec.speaker_column or next((c for c in SPEAKER_COLUMNS if c in columns), None)
     if speaker_column is not None and speaker_column not in columns:
         raise ValueError(f"Corpus {spec.name!r} has no speaker column {speaker_column!r}: {columns}")
     raw_speakers = column_values(dataset, speaker_column) if speaker_column else [None] * n
     speakers = [f"{spec.name}:{s}" if s not in (None, "") else f"{spec.name}:unknown" for s in raw_speakers]
 
-    id_column = spec.utt_id_column or next((c for c in _UTT_ID_COLUMNS if c in columns), None)
+    id_column = spec.utt_id_column or next((c for c in UTT_ID_COLUMNS if c in columns), None)
     if id_column is not None:
         utt_ids = [str(u) for u in column_values(dataset, id_column)]
     elif "_rel_path" in columns:
@@ -324,40 +243,6 @@ def _drop_duplicates(dataset: Dataset, spec: CorpusSpec, audio_column: str) -> t
     logger.warning("Corpus %r: %d row(s) name an audio file already listed (%s); each file is used once.",
                    spec.name, sum(duplicates.values()), listed)
     return dataset.select(keep), duplicates
-
-
-# --- decoding -----------------------------------------------------------------------------------------------
-
-
-def _decode_batch(
-    batch: dict[str, Any],
-    audio_column: str,
-    sampling_rate: int,
-    max_duration_s: float | None,
-    skip: bool,
-    corpus: str,
-) -> dict[str, list]:
-    waves, errors = [], []
-    for audio, utt_id in zip(batch[audio_column], batch["utt_id"], strict=True):
-        try:
-            waves.append(load_audio(audio, sampling_rate, max_duration_s=max_duration_s,
-                                    min_duration_s=MIN_INPUT_SECONDS))
-            errors.append("")
-        except AudioDecodeError as error:
-            if not skip:
-                raise AudioDecodeError(f"Corpus {corpus!r}, utterance {str(utt_id)!r}: {error}") from error
-            waves.append(np.zeros(0, dtype=np.float32))
-            errors.append(str(error))
-    # numpy formatting turns the None labels of an unlabelled corpus into NaN: back to None for the ClassLabel.
-    labels = [None if label is None or label != label else int(label) for label in batch["labels"]]
-    return {
-        "input_values": waves,
-        "labels": labels,
-        "speaker": batch["speaker"],
-        "corpus": batch["corpus"],
-        "utt_id": batch["utt_id"],
-        "audio_error": errors,
-    }
 
 
 def _cache_key(dataset: Dataset, audio_column: str, fn_kwargs: dict[str, Any]) -> str:

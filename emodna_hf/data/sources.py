@@ -8,20 +8,17 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
-from .synthetic import make_synthetic_corpus
-
-if TYPE_CHECKING:
-    from .loading import CorpusSpec
+from .generated import make_synthetic_corpus
+from .spec import FILE_COLUMNS, GENERATED_PREFIX, CorpusSpec
 
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".mp3", ".ogg", ".oga", ".aif", ".aiff", ".au", ".w64", ".caf"}
 )
 _SPLIT_DIRS = frozenset({"train", "test", "validation", "valid", "dev", "eval"})
-_FILE_COLUMNS = ("file_name", "path", "audio", "file", "filename", "wav")
 
 
 def _open_source(spec: CorpusSpec, cache_dir: Path | None = None) -> tuple[Dataset, str]:
@@ -33,8 +30,9 @@ def _open_source(spec: CorpusSpec, cache_dir: Path | None = None) -> tuple[Datas
     if isinstance(source, DatasetDict):
         return _pick_split(source, spec), "dataset"
     text = os.fspath(source)
-    if text.startswith("synthetic:"):
-        return make_synthetic_corpus(text.split(":", 1)[1], cache_dir=cache_dir, **spec.load_kwargs), "synthetic"
+    if text.startswith(GENERATED_PREFIX):
+        preset = text.removeprefix(GENERATED_PREFIX)
+        return make_synthetic_corpus(preset, cache_dir=cache_dir, **spec.load_kwargs), "synthetic"
     path = Path(text)
     if path.is_file():
         suffix = path.suffix.lower()
@@ -97,7 +95,7 @@ def _manifest(path: Path, rows: list[dict[str, Any]], spec: CorpusSpec) -> Datas
     """Rows of a manifest, their file column resolved against the manifest's folder into `audio` paths."""
     if not rows:
         raise ValueError(f"Corpus {spec.name!r}: manifest {path} has no rows")
-    candidates = (spec.audio_column, *_FILE_COLUMNS)
+    candidates = (spec.audio_column, *FILE_COLUMNS)
     file_column = next((c for c in candidates if c in rows[0]), None)
     if file_column is None:
         raise ValueError(f"Corpus {spec.name!r}: manifest {path} has no file column (tried {candidates})")

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import os
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from datasets import Audio, ClassLabel, IterableDataset, load_dataset
 
+from .decoding import decode_batch, output_features
 from .labels import GENERIC_LABEL_MAP, SCHEMES, _key, _to_class, get_label_map
-
-if TYPE_CHECKING:
-    from .loading import CorpusSpec
+from .sources import _open_source
+from .spec import GENERATED_PREFIX, LABEL_COLUMNS, NO_LABELS, SPEAKER_COLUMNS, UTT_ID_COLUMNS, CorpusSpec
 
 
 def is_streamed(dataset: Any) -> bool:
@@ -44,15 +44,13 @@ def open_stream(spec: CorpusSpec) -> tuple[IterableDataset, str]:
     `sources._open_source` lists it (paths of files, read by soundfile as the stream is read: no torchcodec, and
     the same containment check of file names) and streamed from that listing; a `.parquet` file and Hub ids are
     read with `load_dataset(..., streaming=True)`."""
-    from .sources import _open_source
-
     if isinstance(spec.source, IterableDataset):
         return spec.source, spec.audio_column
     text = spec.source if isinstance(spec.source, str) else None
     if text is not None and os.path.isfile(os.path.expanduser(text)) and text.lower().endswith(".parquet"):
         stream = load_dataset("parquet", data_files={spec.split or "train": os.path.expanduser(text)},
                               split=spec.split or "train", streaming=True)
-    elif text is None or text.startswith("synthetic:") or os.path.exists(os.path.expanduser(text)):
+    elif text is None or text.startswith(GENERATED_PREFIX) or os.path.exists(os.path.expanduser(text)):
         listed, kind = _open_source(spec)
         audio_column = "audio" if kind in ("csv", "jsonl", "audiofolder") else spec.audio_column
         if "_rel_path" in listed.column_names:  # ids as the map-style path gives them: the relative path
@@ -103,14 +101,6 @@ def load_streaming_corpus(
     require_labels: bool,
 ) -> tuple[IterableDataset, dict]:
     """The streamed counterpart of `load_corpus`: the same columns, computed lazily; and a report without counts."""
-    from .loading import (
-        _LABEL_COLUMNS,
-        _SPEAKER_COLUMNS,
-        _UTT_ID_COLUMNS,
-        NO_LABELS,
-        _decode_batch,
-        output_features,
-    )
 
     stream, audio_column = open_stream(spec)
     columns = list(stream.column_names or [])
@@ -121,15 +111,15 @@ def load_streaming_corpus(
         raise ValueError(f"Corpus {spec.name!r} has no audio column {audio_column!r}: {columns}")
     if isinstance(stream.features[audio_column], Audio):
         stream = stream.cast_column(audio_column, Audio(decode=False))  # decoded by soundfile, not torchcodec
-    label_column = spec.label_column or next((c for c in _LABEL_COLUMNS if c in columns), None)
+    label_column = spec.label_column or next((c for c in LABEL_COLUMNS if c in columns), None)
     if label_column in (None, NO_LABELS):
         if require_labels:
             raise ValueError(f"Corpus {spec.name!r} (streamed) needs a label column; has {columns}.")
         label_column = None
     raw_feature = stream.features[label_column] if label_column else None
     to_id = label_function(spec, scheme) if label_column else None
-    speaker_column = spec.speaker_column or next((c for c in _SPEAKER_COLUMNS if c in columns), None)
-    id_column = spec.utt_id_column or next((c for c in (*_UTT_ID_COLUMNS, "_utt_id") if c in columns), None)
+    speaker_column = spec.speaker_column or next((c for c in SPEAKER_COLUMNS if c in columns), None)
+    id_column = spec.utt_id_column or next((c for c in (*UTT_ID_COLUMNS, "_utt_id") if c in columns), None)
 
     def standard(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         raws = batch[label_column] if label_column else [None] * len(indices)
@@ -155,7 +145,7 @@ def load_streaming_corpus(
     fn_kwargs = {"audio_column": "audio", "sampling_rate": sampling_rate, "max_duration_s": max_duration_s,
                  "skip": False, "corpus": spec.name}
     stream = stream.map(
-        lambda batch: {k: v for k, v in _decode_batch(batch, **fn_kwargs).items() if k != "audio_error"},
+        lambda batch: {k: v for k, v in decode_batch(batch, **fn_kwargs).items() if k != "audio_error"},
         batched=True, batch_size=32, remove_columns=["audio", "_drop"], features=features,
     )
     report = {

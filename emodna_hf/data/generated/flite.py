@@ -1,8 +1,8 @@
 """The third family of generated development corpora: flite/festival speech, WORLD-vocoded emotion styles.
 
 The project's *confirmation* family (docs/benchmarks.md, "Development families"): defaults are chosen on the
-source-filter (`synthetic.py`) and espeak-ng (`espeak.py`) families and reported here untouched. It shares no
-code with them (see `flite_acoustics.py` for its own assumptions) and adds the shifts they lack:
+source-filter (`source_filter.py`) and espeak-ng (`espeak.py`) families and reported here untouched. It shares no
+acoustic code with them (see `flite_acoustics.py` for its own assumptions) and adds the shifts they lack:
 
 * **class-conditional style**: a label is realised by different prosodic patterns in different corpora (hot
   vs cold anger, elated vs content happiness, depressed vs tearful sadness), mixed within a class in the
@@ -37,17 +37,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import soundfile as sf
 import soxr
-from datasets import Dataset, Features, List, Value
+from datasets import Dataset
 from scipy import signal
 
+from ..storage import cached_generation
 from . import flite_acoustics as acoustics
+from .corpus import EMOTIONS, class_counts, corpus_dataset, source_crc
 from .flite_acoustics import Style
-from .storage import cached_generation
-
-EMOTIONS = ("angry", "happy", "neutral", "sad")  # the order of a preset's `labels`, `priors` and `styles`
 
 STYLES: dict[str, Style] = {
     "plain": Style(),
@@ -162,15 +160,7 @@ SENTENCES: dict[str, tuple[str, ...]] = {
     ),
 }
 
-_SOURCE_CRC = zlib.crc32(Path(__file__).read_bytes()) ^ zlib.crc32(Path(acoustics.__file__).read_bytes())
-_FEATURES = Features(  # the generated-corpus schema of the other families (a test checks they agree)
-    {
-        "audio": {"array": List(Value("float32")), "sampling_rate": Value("int32")},
-        "emotion": Value("string"),
-        "speaker": Value("string"),
-        "utt_id": Value("string"),
-    }
-)
+_SOURCE_CRC = source_crc(__file__, acoustics.__file__)
 
 
 @dataclass(frozen=True)
@@ -262,15 +252,7 @@ def _generate(preset: FlitePreset, seed: int, fingerprint: str) -> Dataset:
         emotions.append(preset.labels[e])
         speaker_ids.append(f"spk{s:02d}")
         utt_ids.append(f"{preset.name}-spk{s:02d}-{EMOTIONS[e]}-{k:03d}")
-    return _dataset(arrays, emotions, speaker_ids, utt_ids, preset.sampling_rate, preset.name, fingerprint)
-
-
-def class_counts(priors: tuple[float, ...], total: int) -> list[int]:
-    """Split `total` by `priors`: largest remainder, ties to the earlier class."""
-    share = np.asarray(priors, dtype=float) / sum(priors) * total
-    counts = np.floor(share).astype(int)
-    counts[np.argsort(counts - share, kind="stable")[: total - counts.sum()]] += 1
-    return counts.tolist()
+    return corpus_dataset(arrays, emotions, speaker_ids, utt_ids, preset.sampling_rate, preset.name, fingerprint)
 
 
 def _make_speaker(preset: FlitePreset, s: int, rng: np.random.Generator) -> _Speaker:
@@ -378,18 +360,3 @@ def _synthesise(engine: str, requests: list[tuple[str, str, float]]) -> list[tup
                 wave, fs = soxr.resample(wave, fs, 16000), 16000
             out.append((wave, int(fs)))
         return out
-
-
-def _dataset(arrays: list[np.ndarray], emotions: list[str], speakers: list[str], utt_ids: list[str],
-             sampling_rate: int, name: str, fingerprint: str) -> Dataset:
-    """The Arrow table built directly (much faster than `Dataset.from_dict` on long float lists)."""
-    offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])])
-    if offsets[-1] >= 2**31:
-        raise ValueError(f"{name}: {offsets[-1]} samples in total is too many for one corpus")
-    audio = pa.StructArray.from_arrays(
-        [pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(np.concatenate(arrays))),
-         pa.array(np.full(len(arrays), sampling_rate, dtype=np.int32))],
-        names=["array", "sampling_rate"],
-    )
-    table = pa.table({"audio": audio, "emotion": emotions, "speaker": speakers, "utt_id": utt_ids})
-    return Dataset(table.cast(_FEATURES.arrow_schema), fingerprint=fingerprint)

@@ -1,6 +1,6 @@
-"""Acoustics of the flite/festival corpus family (`flite_corpora.py`): voice, emotion style, room, noise, channel.
+"""Acoustics of the flite/festival corpus family (`flite.py`): voice, emotion style, room, noise, channel.
 
-Written independently of `synthetic.py` and `espeak.py` (nothing is imported from them) and on other
+Written independently of `acoustics.py`, `source_filter.py` and `espeak.py` (nothing is imported from them) and on other
 assumptions, so that a default confirmed on this family was not fitted to their artefacts:
 
 * emotion is a *style* applied to a neutral text-to-speech reading by re-synthesis with the WORLD vocoder

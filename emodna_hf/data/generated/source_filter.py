@@ -10,7 +10,8 @@ spectral tilt, breathiness and jitter, and formant positions (mouth opening, smi
 Corpora (presets) differ as real ones do: speaker population (pitch and vocal-tract length), speaking rate,
 expressiveness, room (synthetic exponential-decay reverberation), additive noise, channel (telephone band,
 EQ tilt) and sampling rate. Several of these survive per-utterance cepstral mean normalisation: pitch,
-expressiveness, tempo, noise and reverberation are not a constant offset of log-mel frames.
+expressiveness, tempo, noise and reverberation are not a constant offset of log-mel frames. The room, noise and
+channel are the recording chain of `acoustics.py`, shared with the espeak-ng family.
 """
 
 from __future__ import annotations
@@ -21,22 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import soxr
-from datasets import Dataset, Features, List, Value
+from datasets import Dataset
 from scipy import signal
 
-from .storage import cached_generation
-
-EMOTIONS = ("angry", "happy", "neutral", "sad")
-
-_FS = 16000  # internal synthesis rate; the corpus rate is reached by resampling after the room, before noise
-# Speech level of a neutral utterance; noise levels are set against it, so loud emotions get a better SNR.
-_REF_RMS = 0.015  # about -36 dBFS: leaves headroom for shouted, peaky angry speech
+from ..storage import cached_generation
+from . import acoustics
+from .acoustics import FS as _FS
+from .acoustics import REF_RMS as _REF_RMS
+from .corpus import EMOTIONS, corpus_dataset, source_crc
 
 # Peterson & Barney (1952) adult-male averages: F1, F2, F3 (Hz); F4 and F5 are kept fixed-ish per speaker.
-_PINK_B = [0.049922035, -0.095993537, 0.050612699, -0.004408786]
-_PINK_A = [1.0, -2.494956002, 2.017265875, -0.522189400]
 _VOWELS = np.array(
     [
         [730, 1090, 2440],
@@ -154,15 +150,7 @@ PRESETS: dict[str, SyntheticPreset] = {
     ),
 }
 
-_SOURCE_CRC = zlib.crc32(Path(__file__).read_bytes())
-_FEATURES = Features(
-    {
-        "audio": {"array": List(Value("float32")), "sampling_rate": Value("int32")},
-        "emotion": Value("string"),
-        "speaker": Value("string"),
-        "utt_id": Value("string"),
-    }
-)
+_SOURCE_CRC = source_crc(__file__, acoustics.__file__)
 
 
 @dataclass(frozen=True)
@@ -178,36 +166,25 @@ class _Speaker:
     room_ir: np.ndarray | None
 
 
-def make_synthetic_corpus(
+def make_source_filter_corpus(
     preset: str | SyntheticPreset,
     seed: int = 0,
     n_per_class_per_speaker: int | None = None,
     n_speakers: int | None = None,
     cache_dir: Path | None = None,
 ) -> Dataset:
-    """Generate a synthetic corpus as a `datasets.Dataset`.
+    """Generate a source-filter corpus as a `datasets.Dataset`.
 
     Columns: `audio` ({"array": float32 mono, "sampling_rate": int}), `emotion` (the preset's raw label
     strings, see `PRESETS[...].labels`), `speaker` ("spk00", ...; `load_corpus` prefixes the corpus name)
     and `utt_id` (unique across presets). The same preset, seed and sizes always give identical arrays;
     every utterance has its own random stream, so changing the sizes keeps the utterances both sizes share.
-    The espeak-ng presets (`emodna_hf.data.espeak.ESPEAK_PRESETS`) are delegated to `make_espeak_corpus`, the
-    flite/festival presets (`emodna_hf.data.flite_corpora.FLITE_PRESETS`) to `make_flite_corpus`.
     With a `cache_dir`, the corpus is saved there and read back next time (`storage.cached_generation`).
+    `emodna_hf.data.generated.make_synthetic_corpus` is the front door that knows every family's presets.
     """
     if isinstance(preset, str):
-        from .espeak import ESPEAK_PRESETS, make_espeak_corpus  # lazy: espeak.py imports this module
-        from .flite_corpora import FLITE_PRESETS, make_flite_corpus
-
-        if preset in ESPEAK_PRESETS:
-            return make_espeak_corpus(preset, seed, n_per_class_per_speaker, n_speakers, cache_dir=cache_dir)
-        if preset in FLITE_PRESETS:
-            return make_flite_corpus(preset, seed, n_per_class_per_speaker, n_speakers, cache_dir=cache_dir)
         if preset not in PRESETS:
-            raise ValueError(
-                f"Unknown synthetic preset {preset!r}; known presets: {sorted(PRESETS)} (source-filter), "
-                f"{sorted(ESPEAK_PRESETS)} (espeak-ng) and {sorted(FLITE_PRESETS)} (flite/festival)"
-            )
+            raise ValueError(f"Unknown source-filter preset {preset!r}; known presets: {sorted(PRESETS)}")
         preset = PRESETS[preset]
     if n_per_class_per_speaker is not None or n_speakers is not None:
         preset = dataclasses.replace(
@@ -221,7 +198,8 @@ def make_synthetic_corpus(
 
     def generate() -> Dataset:
         key = [seed, zlib.crc32(preset.name.encode())]
-        noise = _noise_bank(preset, np.random.default_rng([*key, 0]))
+        noise = acoustics.noise_bank(preset.noise, preset.sampling_rate, preset.snr_db,
+                                      np.random.default_rng([*key, 0]))
         arrays, emotions, speakers, utt_ids = [], [], [], []
         for s in range(preset.n_speakers):
             speaker = _make_speaker(preset, np.random.default_rng([*key, 1, s]))
@@ -238,32 +216,12 @@ def make_synthetic_corpus(
     return cached_generation(fingerprint, cache_dir, generate)
 
 
-def corpus_dataset(arrays: list[np.ndarray], emotions: list[str], speakers: list[str], utt_ids: list[str],
-                   sampling_rate: int, name: str, fingerprint: str) -> Dataset:
-    """A generated corpus as a `Dataset` (columns `audio`, `emotion`, `speaker`, `utt_id`) with `fingerprint`.
-
-    The Arrow table is built directly: much faster than `Dataset.from_dict` on long float lists.
-    """
-    offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])])
-    if offsets[-1] >= 2**31:  # List offsets are int32
-        raise ValueError(f"{name}: {offsets[-1]} samples in total is too many for one corpus")
-    audio = pa.StructArray.from_arrays(
-        [
-            pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(np.concatenate(arrays))),
-            pa.array(np.full(len(arrays), sampling_rate, dtype=np.int32)),
-        ],
-        names=["array", "sampling_rate"],
-    )
-    table = pa.table({"audio": audio, "emotion": emotions, "speaker": speakers, "utt_id": utt_ids})
-    return Dataset(table.cast(_FEATURES.arrow_schema), fingerprint=fingerprint)
-
-
 def _make_speaker(preset: SyntheticPreset, rng: np.random.Generator) -> _Speaker:
     female = rng.random() < preset.female_fraction
     mean, sd = preset.female_f0 if female else preset.male_f0
     room_ir = None
     if preset.rt60_s is not None:  # each speaker stands at their own place in the room
-        room_ir = _room_impulse_response(preset.rt60_s, preset.drr_db, rng)
+        room_ir = acoustics.room_impulse_response(preset.rt60_s, preset.drr_db, rng)
     return _Speaker(
         f0=max(60.0, rng.normal(mean, sd)),
         formant_scale=(1.17 if female else 1.0) * rng.uniform(*preset.vtl_scale),
@@ -302,7 +260,7 @@ def _utterance(
         speech = soxr.resample(speech, _FS, preset.sampling_rate)
     start = rng.integers(len(noise) - len(speech))
     speech = speech + noise[start : start + len(speech)]
-    speech = _channel(preset, speech)
+    speech = acoustics.channel(speech, preset.sampling_rate, preset.band_hz, preset.tilt_db_per_octave)
     peak = np.abs(speech).max()
     if (
         peak > 0.99
@@ -398,39 +356,3 @@ _FRICATIVES = [
     )
     for c in np.linspace(2500, 6000, 8)
 ]
-
-
-def _room_impulse_response(rt60: float, drr_db: float, rng: np.random.Generator) -> np.ndarray:
-    """Direct path plus exponentially decaying noise (Schroeder's statistical room model), at `_FS`."""
-    n = int(rt60 * _FS)
-    t = np.arange(n) / _FS
-    tail = rng.normal(size=n) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
-    tail[: int(0.003 * _FS)] = 0.0  # first reflections arrive a few ms after the direct sound
-    tail *= 10 ** (-drr_db / 20) / np.sqrt(np.sum(tail**2))
-    tail[0] = 1.0
-    return tail
-
-
-def _noise_bank(preset: SyntheticPreset, rng: np.random.Generator, seconds: float = 20.0) -> np.ndarray:
-    """The corpus's background: one long recording that every utterance takes a random stretch of."""
-    n = int(seconds * preset.sampling_rate)
-    noise = rng.standard_normal(n)
-    if preset.noise != "white":  # pink (1/f power) with Kellet's three-pole approximation
-        noise = signal.lfilter(_PINK_B, _PINK_A, noise)
-        if preset.noise == "babble":  # distant talkers: syllabic (3-6 Hz) level fluctuations
-            t = np.arange(n) / preset.sampling_rate
-            noise *= 1 + 0.6 * np.sin(2 * np.pi * rng.uniform(3, 6) * t + rng.uniform(0, 2 * np.pi))
-    noise /= np.sqrt(np.mean(noise**2))
-    return (noise * _REF_RMS * 10 ** (-preset.snr_db / 20)).astype(np.float32)
-
-
-def _channel(preset: SyntheticPreset, x: np.ndarray) -> np.ndarray:
-    sr = preset.sampling_rate
-    if preset.band_hz is not None:
-        x = signal.sosfilt(signal.butter(4, preset.band_hz, "bandpass", fs=sr, output="sos"), x)
-    if preset.tilt_db_per_octave:
-        # A first-order shelf above 1 kHz approximates a constant dB/octave tilt over the speech band.
-        g = 10 ** (preset.tilt_db_per_octave * np.log2(min(sr / 2, 8000) / 1000) / 20)
-        b, a = signal.butter(1, 1000, "lowpass", fs=sr)
-        x = g * x + (1 - g) * signal.lfilter(b, a, x)
-    return x

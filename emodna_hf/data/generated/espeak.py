@@ -11,7 +11,7 @@ slightly faster; sad = slower, lower, narrow range, quieter, duller, longer paus
 afterwards: espeak's `-a` is a plain linear gain that clips above about 60, and it has no spectral-tilt
 option. Per-utterance random departures make the classes overlap as they do in acted corpora.
 
-Room, noise, channel and level follow `synthetic.py` (its helpers are reused), so the presets differ as
+Room, noise, channel and level are the recording chain of `acoustics.py`, shared with the source-filter family, so the presets differ as
 real corpora do: language, speaker population, speaking rate, expressiveness, label priors, room, noise,
 channel and sampling rate. Requires the `espeak-ng` binary (Debian/Ubuntu: `apt-get install espeak-ng`);
 nothing is downloaded at run time. The same preset, seed, sizes and espeak-ng version give identical arrays.
@@ -35,9 +35,11 @@ import soxr
 from datasets import Dataset
 from scipy import signal
 
-from .storage import cached_generation
-from .synthetic import _FS, _REF_RMS, EMOTIONS, _channel, _noise_bank, _room_impulse_response, corpus_dataset
-from .synthetic import _SOURCE_CRC as _SYNTHETIC_CRC
+from ..storage import cached_generation
+from . import acoustics
+from .acoustics import FS as _FS
+from .acoustics import REF_RMS as _REF_RMS
+from .corpus import EMOTIONS, class_counts, corpus_dataset, source_crc
 
 _ESPEAK_FS = 22050  # espeak-ng's native output rate
 
@@ -174,7 +176,7 @@ SENTENCES: dict[str, tuple[str, ...]] = {
     ),
 }
 
-_SOURCE_CRC = zlib.crc32(Path(__file__).read_bytes())
+_SOURCE_CRC = source_crc(__file__, acoustics.__file__)
 
 
 @dataclass(frozen=True)
@@ -226,15 +228,16 @@ def make_espeak_corpus(
             n_speakers=n_speakers or preset.n_speakers,
         )
     version = espeak_version()
-    # As in make_synthetic_corpus, plus synthetic.py (room, noise, channel) and the espeak-ng version: another
+    # As in make_source_filter_corpus (the code, including acoustics.py), plus the espeak-ng version: another
     # build may render other samples.
-    settings = repr((ESPEAK_EMOTIONS, SENTENCES, preset, seed, version, _SYNTHETIC_CRC)).encode()
+    settings = repr((ESPEAK_EMOTIONS, SENTENCES, preset, seed, version)).encode()
     fingerprint = f"{_SOURCE_CRC:08x}{zlib.crc32(settings):08x}"
 
     def generate() -> Dataset:
-        counts = _class_counts(preset.priors, 4 * preset.n_per_class_per_speaker)
+        counts = class_counts(preset.priors, 4 * preset.n_per_class_per_speaker)
         key = [seed, zlib.crc32(preset.name.encode())]
-        noise = _noise_bank(preset, np.random.default_rng([*key, 0]))
+        noise = acoustics.noise_bank(preset.noise, preset.sampling_rate, preset.snr_db,
+                                      np.random.default_rng([*key, 0]))
         arrays, emotions, speakers, utt_ids = [], [], [], []
         for s in range(preset.n_speakers):
             speaker = _make_speaker(preset, s, np.random.default_rng([*key, 1, s]))
@@ -251,19 +254,10 @@ def make_espeak_corpus(
     return cached_generation(fingerprint, cache_dir, generate)
 
 
-def _class_counts(priors: tuple[float, ...], total: int) -> list[int]:
-    """Split `total` by `priors` by largest remainder (exact total; ties go to the earlier class)."""
-    share = np.asarray(priors, dtype=float) / sum(priors) * total
-    counts = np.floor(share).astype(int)
-    order = np.argsort(-(share - counts), kind="stable")
-    counts[order[: total - counts.sum()]] += 1
-    return counts.tolist()
-
-
 def _make_speaker(preset: EspeakPreset, s: int, rng: np.random.Generator) -> _Speaker:
     room_ir = None
     if preset.rt60_s is not None:  # each speaker stands at their own place in the room
-        room_ir = _room_impulse_response(preset.rt60_s, preset.drr_db, rng)
+        room_ir = acoustics.room_impulse_response(preset.rt60_s, preset.drr_db, rng)
         if preset.sampling_rate != _FS:  # the helper works at _FS; keep the IR's DC gain when resampling
             room_ir = soxr.resample(room_ir, _FS, preset.sampling_rate) * (_FS / preset.sampling_rate)
     return _Speaker(
@@ -295,17 +289,18 @@ def _utterance(
     gap = int(round(max(0.0, emo.gap + rng.normal(0.0, 1.0))))
     ssml = f'<speak><prosody range="{(pitch_range - 1) * 100:+.0f}%">{escape(text)}</prosody></speak>'
     speech = _espeak(["-v", spk.voice, "-p", str(pitch), "-s", str(wpm), "-g", str(gap), "-m", "-z"], ssml)
-    speech = _tilt(speech, _ESPEAK_FS, emo.tilt_db + rng.normal(0.0, 1.0))
+    speech = acoustics.shelf(speech, _ESPEAK_FS, emo.tilt_db + rng.normal(0.0, 1.0))
     # Leading and trailing silence as in a recording session (the noise floor fills it below).
     pad = (rng.uniform(0.05, 0.25, 2) * _ESPEAK_FS).astype(int)
     speech = np.concatenate([np.zeros(pad[0]), speech, np.zeros(pad[1])])
     gain = _REF_RMS * 10 ** ((emo.gain_db + spk.gain_db + rng.normal(0.0, 1.5)) / 20)
-    speech *= gain / (_active_rms(speech, _ESPEAK_FS) + 1e-9)
+    speech *= gain / (acoustics.active_rms(speech, _ESPEAK_FS) + 1e-9)
     speech = soxr.resample(speech, _ESPEAK_FS, preset.sampling_rate)
     if spk.room_ir is not None:
         speech = signal.fftconvolve(speech, spk.room_ir)[: len(speech)]
     start = rng.integers(len(noise) - len(speech))
-    speech = _channel(preset, speech + noise[start : start + len(speech)])
+    speech = acoustics.channel(speech + noise[start : start + len(speech)], preset.sampling_rate, preset.band_hz,
+                              preset.tilt_db_per_octave)
     peak = np.abs(speech).max()
     if peak > 0.99:  # the rare utterance that would clip gets a lower recording gain
         speech *= 0.99 / peak
@@ -322,18 +317,3 @@ def _espeak(options: list[str], text: str) -> np.ndarray:
     if sr != _ESPEAK_FS or x.ndim != 1 or len(x) == 0:
         raise RuntimeError(f"espeak-ng returned unexpected audio ({sr} Hz, shape {x.shape}) for {text!r}")
     return x
-
-
-def _tilt(x: np.ndarray, sr: int, db: float) -> np.ndarray:
-    """A first-order shelf: `db` more (or less) level well above 1 kHz than below (vocal effort)."""
-    g = 10 ** (db / 20)
-    b, a = signal.butter(1, 1000, "lowpass", fs=sr)
-    return g * x + (1 - g) * signal.lfilter(b, a, x)
-
-
-def _active_rms(x: np.ndarray, sr: int) -> float:
-    """RMS over the 10 ms frames within 35 dB of the loudest: the speech level, pauses excluded."""
-    hop = sr // 100
-    frames = x[: len(x) // hop * hop].reshape(-1, hop)
-    power = np.mean(frames**2, axis=1)
-    return float(np.sqrt(np.mean(power[power > power.max() * 10**-3.5])))
