@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from emodna_hf.data import ESPEAK_PRESETS, PRESETS, CorpusSpec, load_corpus, make_espeak_corpus
-from emodna_hf.data.generated import EMOTIONS, make_synthetic_corpus
-from emodna_hf.data.generated import espeak as espeak_module
-from emodna_hf.data.generated.corpus import class_counts as _class_counts
 from emodna_hf.data.labels import get_label_map
+from emodna_hf.data.synthetic import EMOTIONS, make_synthetic_corpus
+from emodna_hf.data.synthetic import espeak as espeak_module
+from emodna_hf.data.synthetic.corpus import class_counts as _class_counts
 from emodna_hf.experiment import check_corpus_source
 
 pytestmark = pytest.mark.skipif(

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from emodna_hf.data import FLITE_PRESETS, CorpusSpec, load_corpus, make_flite_corpus
-from emodna_hf.data.generated import flite as flite_corpora
-from emodna_hf.data.generated import flite_acoustics as acoustics
-from emodna_hf.data.generated import make_synthetic_corpus
 from emodna_hf.data.labels import get_label_map
+from emodna_hf.data.synthetic import flite as flite_corpora
+from emodna_hf.data.synthetic import flite_acoustics as acoustics
+from emodna_hf.data.synthetic import make_synthetic_corpus
 from emodna_hf.experiment import check_corpus_source
 
 _MISSING = [tool for tool in ("flite", "sox") if shutil.which(tool) is None] + [

@@ -189,7 +189,7 @@ def test_unknown_preset_is_named():
 
 
 def test_a_generated_corpus_is_saved_once_and_read_back_identical(tmp_path, monkeypatch):
-    from emodna_hf.data.generated import source_filter
+    from emodna_hf.data.synthetic import source_filter
 
     in_memory = make_synthetic_corpus("synth-a", n_per_class_per_speaker=1, n_speakers=2)
     first = make_synthetic_corpus("synth-a", n_per_class_per_speaker=1, n_speakers=2, cache_dir=tmp_path)

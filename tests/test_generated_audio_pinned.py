@@ -1,5 +1,5 @@
 """The generated development corpora are pinned: the same preset and seed give the same samples as when they were
-recorded (issue 20: moving the generators into `emodna_hf.data.generated` had to keep every array byte-identical).
+recorded (issue 20: moving the generators into `emodna_hf.data.synthetic` had to keep every array byte-identical).
 
 A hash of a small corpus (2 speakers, 1 utterance per class, seed 3) per preset. The samples depend on the numeric
 libraries and on the external synthesisers, so a preset is only checked where they are the versions the hashes were
@@ -64,11 +64,11 @@ def _environment(preset: str) -> tuple[str, str]:
     if preset in ESPEAK_PRESETS:
         if shutil.which("espeak-ng") is None:
             return "no espeak-ng", RECORDED_ESPEAK
-        from emodna_hf.data.generated.espeak import espeak_version
+        from emodna_hf.data.synthetic.espeak import espeak_version
 
         return f"{NUMERIC}; {espeak_version()}", f"{RECORDED_NUMERIC}; {RECORDED_ESPEAK}"
     engine = FLITE_PRESETS[preset].engine
-    from emodna_hf.data.generated.flite import tool_versions
+    from emodna_hf.data.synthetic.flite import tool_versions
 
     try:
         tools = tool_versions(engine)

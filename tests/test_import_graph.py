@@ -119,9 +119,9 @@ def test_the_cycle_finder_finds_cycles():
 def test_the_graph_sees_lazy_and_type_checking_imports():
     graph = import_graph()
     # data/__init__ imports the generated package; a generator imports its acoustics module as a submodule.
-    assert "emodna_hf.data.generated" in graph["emodna_hf.data"]
-    assert "emodna_hf.data.generated.acoustics" in graph["emodna_hf.data.generated.espeak"]
-    assert "emodna_hf.data.generated" not in graph["emodna_hf.data.generated.espeak"]
+    assert "emodna_hf.data.synthetic" in graph["emodna_hf.data"]
+    assert "emodna_hf.data.synthetic.acoustics" in graph["emodna_hf.data.synthetic.espeak"]
+    assert "emodna_hf.data.synthetic" not in graph["emodna_hf.data.synthetic.espeak"]
     # A lazy import inside a function (corpus_arguments reads a manifest's file column only when it checks one).
     assert "emodna_hf.data.spec" in graph["emodna_hf.corpus_arguments"]
 

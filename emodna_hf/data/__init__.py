@@ -1,12 +1,24 @@
 """Data layer: the corpus spec (`spec`, a leaf), label harmonisation, audio decoding, corpus loading, generated
-corpora (`generated`: source-filter, espeak-ng and flite/festival), UDA splits, batches."""
+corpora (`synthetic`: source-filter, espeak-ng and flite/festival), UDA splits, batches."""
 
 from .assembly import UDAData, build_uda_data, split_source
 from .audio import AudioDecodeError, load_audio
 from .collator import UDADataCollator
 from .decoding import output_features
 from .features import cache_features
-from .generated import (
+from .labels import (
+    CANONICAL_EMOTIONS,
+    CORPUS_LABEL_MAPS,
+    SCHEME_MAPS,
+    SCHEMES,
+    get_label_map,
+    harmonize_labels,
+    iemocap_label_map,
+)
+from .loading import load_corpus
+from .speakers import add_speaker_statistics, speaker_statistics, standardize_per_speaker
+from .spec import NO_LABELS, CorpusSpec
+from .synthetic import (
     EMOTION_PROFILES,
     EMOTIONS,
     ESPEAK_PRESETS,
@@ -20,18 +32,6 @@ from .generated import (
     make_flite_corpus,
     make_synthetic_corpus,
 )
-from .labels import (
-    CANONICAL_EMOTIONS,
-    CORPUS_LABEL_MAPS,
-    SCHEME_MAPS,
-    SCHEMES,
-    get_label_map,
-    harmonize_labels,
-    iemocap_label_map,
-)
-from .loading import load_corpus
-from .speakers import add_speaker_statistics, speaker_statistics, standardize_per_speaker
-from .spec import NO_LABELS, CorpusSpec
 
 __all__ = [
     "CANONICAL_EMOTIONS",

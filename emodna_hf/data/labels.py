@@ -113,7 +113,7 @@ CORPUS_LABEL_MAPS: dict[str, dict[str, str]] = {
     )
     | _NAMES
     | _codes("contempt=contempt other=other"),
-    # The built-in generated presets (emodna_hf.data.generated: source_filter, espeak, flite): names, CREMA-D-style
+    # The built-in generated presets (emodna_hf.data.synthetic: source_filter, espeak, flite): names, CREMA-D-style
     # and MSP-style codes, and those of the flite family: noun names, "joy", EMOVO's Italian names, EmoDB's letters.
     "synthetic": _codes(
         "ANG=angry HAP=happy NEU=neutral SAD=sad A=angry H=happy N=neutral S=sad anger=angry happiness=happy "

@@ -12,8 +12,8 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
-from .generated import make_synthetic_corpus
 from .spec import FILE_COLUMNS, GENERATED_PREFIX, CorpusSpec
+from .synthetic import make_synthetic_corpus
 
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".mp3", ".ogg", ".oga", ".aif", ".aiff", ".au", ".w64", ".caf"}

@@ -24,7 +24,7 @@ UTT_ID_COLUMNS = ("utt_id", "id", "utterance_id", "file_id")
 FILE_COLUMNS = ("file_name", "path", "audio", "file", "filename", "wav")
 # The columns of every corpus `load_corpus` returns (`decoding.output_features` gives their features).
 OUTPUT_COLUMNS = ("input_values", "labels", "speaker", "corpus", "utt_id")
-# A `source` naming a generated corpus: `"synthetic:<preset>"` (`emodna_hf.data.generated`).
+# A `source` naming a generated corpus: `"synthetic:<preset>"` (`emodna_hf.data.synthetic`).
 GENERATED_PREFIX = "synthetic:"
 
 
@@ -37,7 +37,7 @@ class CorpusSpec:
             the built-in label map it uses (see `emodna_hf.data.labels.get_label_map`).
         source: one of
             - a `datasets.Dataset` (in memory);
-            - `"synthetic:<preset>"` (a preset of `emodna_hf.data.generated`; `load_kwargs` go to
+            - `"synthetic:<preset>"` (a preset of `emodna_hf.data.synthetic`; `load_kwargs` go to
               `make_synthetic_corpus`, e.g. `{"seed": 1}`);
             - a CSV (`.csv`, `.tsv`) or JSON-lines (`.jsonl`, `.json`) manifest with a file column
               (`audio_column`, or `file_name`/`path`/...) whose relative paths are relative to the

@@ -1,4 +1,4 @@
-"""Generated development corpora (`synthetic:<preset>` sources): three families of generators, one front door.
+"""The generated development corpora (`synthetic:<preset>` sources): three families of generators, one front door.
 
 - `source_filter.py`: numpy source-filter synthesis (`PRESETS`: synth-a, synth-b, synth-c);
 - `espeak.py`: the espeak-ng formant synthesiser (`ESPEAK_PRESETS`: synth-en, synth-de, synth-es);

@@ -180,7 +180,7 @@ def make_source_filter_corpus(
     and `utt_id` (unique across presets). The same preset, seed and sizes always give identical arrays;
     every utterance has its own random stream, so changing the sizes keeps the utterances both sizes share.
     With a `cache_dir`, the corpus is saved there and read back next time (`storage.cached_generation`).
-    `emodna_hf.data.generated.make_synthetic_corpus` is the front door that knows every family's presets.
+    `emodna_hf.data.synthetic.make_synthetic_corpus` is the front door that knows every family's presets.
     """
     if isinstance(preset, str):
         if preset not in PRESETS:
