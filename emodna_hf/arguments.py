@@ -33,11 +33,8 @@ from .corpus_arguments import (  # noqa: F401 (re-exported: the corpus schema's 
 )
 from .data import NO_LABELS, SCHEMES, CorpusSpec
 from .modeling import EmoDnaConfig
-from .modeling.configuration_emodna import (
-    BACKBONE_TYPES,
-    CLASS_ALIGNMENT_TYPES,
-    CORPUS_ALIGNMENT_TYPES,
-)
+from .modeling.backbones_emodna import BACKBONES, front_end
+from .modeling.configuration_emodna import CLASS_ALIGNMENT_TYPES, CORPUS_ALIGNMENT_TYPES
 from .objectives import REGISTRY as ADAPTATION_METHODS
 
 # EmoDnaConfig's defaults, read from its signature: the help texts quote them, nothing here copies them.
@@ -70,7 +67,7 @@ class ModelArguments:
 
     backbone_type: str | None = _override(
         "backbone_type",
-        f"Backbone family: {', '.join(BACKBONE_TYPES)}. Inferred from backbone_name_or_path when that is set.",
+        f"Backbone family: {', '.join(BACKBONES)}. Inferred from backbone_name_or_path when that is set.",
     )
     backbone_name_or_path: str | None = field(
         default=None,
@@ -154,7 +151,7 @@ class ModelArguments:
     def __post_init__(self):
         self.config_overrides = _parse_mapping(self.config_overrides, "config_overrides")
         for name, choices in (
-            ("backbone_type", BACKBONE_TYPES),
+            ("backbone_type", tuple(BACKBONES)),
             ("adaptation_method", ADAPTATION_METHODS),
             ("corpus_alignment", CORPUS_ALIGNMENT_TYPES),
             ("class_alignment", CLASS_ALIGNMENT_TYPES),
@@ -179,10 +176,11 @@ class ModelArguments:
         names = [f.name for f in dataclasses.fields(self) if f.name in _CONFIG_DEFAULTS]
         kwargs = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
         kwargs.update(self.config_overrides or {})
-        if kwargs.get("corpus_statistics") == "auto":  # whole-corpus statistics need a fixed front end (openSMILE)
+        if kwargs.get("corpus_statistics") == "auto":  # whole-corpus statistics need a fixed utterance-level front end
             backbone = None if self.backbone_name_or_path else kwargs.get("backbone_type",
                                                                           _CONFIG_DEFAULTS["backbone_type"])
-            kwargs["corpus_statistics"] = "dataset" if backbone == "opensmile" else "batch"
+            fixed = backbone is not None and front_end(backbone).utterance_level
+            kwargs["corpus_statistics"] = "dataset" if fixed else "batch"
         return kwargs
 
 

@@ -12,6 +12,7 @@ from .arguments import _HUB_ID, ModelArguments, looks_like_local_path
 from .data import CorpusSpec
 from .data.labels import corpus_facts
 from .modeling import EmoDnaConfig
+from .modeling.backbones_emodna import front_end
 from .objectives import objective_class
 from .selection import CRITERIA
 
@@ -64,20 +65,7 @@ def corpus_info(spec: CorpusSpec, report: dict) -> dict[str, Any]:
 
 def _backbone_info(model_args: ModelArguments, config: EmoDnaConfig) -> dict[str, Any]:
     base = model_args.backbone_name_or_path
-    if config.backbone_type == "tcn":
-        description = (f"light MFCC + bidirectional temporal convolutional network ('tcn', {config.tcn_num_blocks} "
-                       f"blocks × {config.tcn_hidden_size} channels), trained from scratch.")
-    elif config.backbone_type == "opensmile":
-        description = (f"openSMILE {config.opensmile_feature_set} utterance functionals computed by the model from "
-                       "the waveform (needs the `opensmile` package, `pip install opensmile`; openSMILE's licence "
-                       "covers research and personal use only, commercial use needs a licence from audEERING), "
-                       "followed by the trained encoders.")
-    elif base:
-        frozen = "frozen" if config.freeze_backbone else (
-            "fine-tuned (CNN feature encoder frozen)" if config.freeze_feature_encoder else "fully fine-tuned")
-        description = f"{config.backbone_type} encoder from `{base}`, {frozen}."
-    else:
-        description = f"{config.backbone_type} encoder, randomly initialised."
+    description = front_end(config.backbone_type).describe(config, base)
     # base_model metadata must be a Hub model id: not a local folder.
     is_hub_id = bool(base) and not Path(base).expanduser().exists() and bool(_HUB_ID.match(base))
     return {"type": config.backbone_type, "base_model": base if is_hub_id else None, "description": description,

@@ -50,6 +50,7 @@ from .evaluation import (  # noqa: F401 (re-exported)
 )
 from .feature_extraction import create_feature_extractor
 from .modeling import EmoDnaConfig, EmoDnaForAudioClassification
+from .modeling.backbones_emodna import front_end
 from .preparation import (  # noqa: F401 (re-exported)
     evaluation_rows,
     load_data,
@@ -91,7 +92,7 @@ def build_model(model_args: ModelArguments, label_names: list[str], corpus_names
                 f"{model.config.backbone_type!r} checkpoint; drop backbone_type or fix it."
             )
         return model
-    if kwargs.get("backbone_type", _CONFIG_DEFAULTS["backbone_type"]) not in ("tcn", "opensmile"):
+    if front_end(kwargs.get("backbone_type", _CONFIG_DEFAULTS["backbone_type"])).ssl:
         logger.warning("No backbone_name_or_path: the %s backbone starts from random weights.", kwargs["backbone_type"])
     return EmoDnaForAudioClassification(EmoDnaConfig(**kwargs))
 

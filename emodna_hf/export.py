@@ -27,18 +27,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 from torch import nn
 
 from .modeling import EmoDnaForAudioClassification
+from .modeling.backbones_emodna import front_end as declared_front_end
 from .modeling.modeling_emodna import MIN_INPUT_SECONDS
 
 logger = logging.getLogger(__name__)
@@ -60,7 +59,8 @@ class _WaveformClassifier(nn.Module):
 
 
 class _FunctionalsClassifier(nn.Module):
-    """`input_features (batch, n_functionals)` → logits: the openSMILE model after its front end."""
+    """`input_features (batch, n_features)` → logits: the model after an utterance-level front end (openSMILE
+    functionals) that runs outside the graph (`FrontEnd.graph_input == "features"`)."""
 
     def __init__(self, model: EmoDnaForAudioClassification):
         super().__init__()
@@ -123,7 +123,7 @@ def exportable(model: EmoDnaForAudioClassification, batch_size: int = 2) -> tupl
     minimum = int(MIN_INPUT_SECONDS * model.config.sampling_rate)
     lengths = [minimum * 6 - 37 * row for row in range(batch_size)]
     input_values, attention_mask = padded_batch(lengths)
-    if model.config.backbone_type == "opensmile":
+    if declared_front_end(model.config.backbone_type).graph_input == "features":
         with torch.no_grad():
             functionals, _ = model.backbone.front_end(input_values, attention_mask)
         return (_FunctionalsClassifier(model).eval(), {"input_features": functionals[:, 0]},
@@ -145,12 +145,20 @@ def export_program(model: EmoDnaForAudioClassification) -> torch.export.Exported
         return torch.export.export(module, (), kwargs=example, dynamic_shapes=dynamic_shapes)
 
 
-@functools.lru_cache(maxsize=4)
-def _opensmile_front_end(feature_set: str, sampling_rate: int):
-    """The model's own openSMILE front end (no weights), built once per feature set and rate."""
-    from .modeling.opensmile_emodna import OpenSmileFunctionals
+_OUTSIDE_FRONT_ENDS: dict[str, nn.Module] = {}
 
-    return OpenSmileFunctionals(SimpleNamespace(opensmile_feature_set=feature_set, sampling_rate=sampling_rate))
+
+def _outside_front_end(config) -> nn.Module:
+    """The front end that runs outside the graph (it has no weights), built once per setting of the fields it
+    depends on (`FrontEnd.cache_fields`)."""
+    declared = declared_front_end(config.backbone_type)
+    key = json.dumps({name: getattr(config, name, None) for name in declared.cache_fields}, sort_keys=True,
+                     default=str)
+    if key not in _OUTSIDE_FRONT_ENDS:
+        if len(_OUTSIDE_FRONT_ENDS) >= 4:
+            _OUTSIDE_FRONT_ENDS.pop(next(iter(_OUTSIDE_FRONT_ENDS)))
+        _OUTSIDE_FRONT_ENDS[key] = declared.build(config).front_end
+    return _OUTSIDE_FRONT_ENDS[key]
 
 
 def onnx_inputs(model_or_config, input_values, attention_mask=None) -> dict[str, np.ndarray]:
@@ -168,9 +176,8 @@ def onnx_inputs(model_or_config, input_values, attention_mask=None) -> dict[str,
     if attention_mask is None:
         attention_mask = torch.ones(input_values.shape, dtype=torch.long)
     attention_mask = torch.as_tensor(np.asarray(attention_mask)).reshape(input_values.shape).long()
-    if config.backbone_type == "opensmile":
-        front_end = _opensmile_front_end(config.opensmile_feature_set, config.sampling_rate)
-        functionals, _ = front_end(input_values, attention_mask)
+    if declared_front_end(config.backbone_type).graph_input == "features":
+        functionals, _ = _outside_front_end(config)(input_values, attention_mask)
         return {"input_features": functionals[:, 0].numpy()}
     return {"input_values": input_values.numpy(), "attention_mask": attention_mask.numpy()}
 
@@ -243,8 +250,9 @@ def export_onnx(
             output_names=["logits"], opset_version=opset_version, dynamo=True, verbose=False,
         )
     config = model.config
-    front_end = (f"opensmile {config.opensmile_feature_set} functionals, computed outside the graph "
-                 "(see emodna_hf.export.onnx_inputs)" if config.backbone_type == "opensmile"
+    front_end = (f"{config.backbone_type} features, computed outside the graph (see emodna_hf.export.onnx_inputs): "
+                 f"{declared_front_end(config.backbone_type).describe(config, None)}"
+                 if declared_front_end(config.backbone_type).graph_input == "features"
                  else "waveform: right-padded mono audio, as the saved feature extractor returns it")
     program.model.metadata_props.update({
         "emodna.backbone_type": config.backbone_type,

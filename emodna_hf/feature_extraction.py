@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .modeling import EmoDnaConfig
+from .modeling.backbones_emodna import front_end
 from .modeling.feature_extraction_emodna import EmoDnaFeatureExtractor
 
 
@@ -12,14 +13,14 @@ def create_feature_extractor(config: EmoDnaConfig) -> EmoDnaFeatureExtractor:
 
     The mask matters: the model pools over valid frames only, so a padded utterance gets the logits it gets alone.
     Waveforms are normalised to zero mean and unit variance per utterance (the wav2vec2 convention), which also
-    removes recording-gain differences between corpora; except for the `"opensmile"` backbone, whose loudness
-    functionals carry emotion (angry speech is loud): its gain differences between corpora are removed by the
-    per-corpus standardisation of the functionals instead.
+    removes recording-gain differences between corpora; except where the front end declares otherwise
+    (`FrontEnd.normalize_waveform`: the `"opensmile"` loudness functionals carry emotion, angry speech is loud, and
+    its gain differences between corpora are removed by the standardisation of the functionals instead).
     """
     return EmoDnaFeatureExtractor(
         feature_size=1,
         sampling_rate=config.sampling_rate,
         padding_value=0.0,
-        do_normalize=config.backbone_type != "opensmile",
+        do_normalize=front_end(config.backbone_type).normalize_waveform,
         return_attention_mask=True,
     )

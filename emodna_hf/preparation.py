@@ -21,6 +21,7 @@ from .data import UDAData, build_uda_data
 from .data.storage import fingerprint, map_to_disk, resolve_cache_dir
 from .data.streaming import is_streamed
 from .modeling import EmoDnaForAudioClassification
+from .modeling.backbones_emodna import BACKBONES, front_end
 
 logger = logging.getLogger(__name__)
 
@@ -167,9 +168,11 @@ def prepare_dataset(dataset: Dataset | IterableDataset, model: EmoDnaForAudioCla
     dataset = normalize_waveforms(dataset, feature_extractor, f"Normalising {name}", **disk)
     config = model.config
     by_speaker = getattr(config, "speaker_normalization", False)  # (a model saved before the field: False)
-    cacheable = not config.uses_ssl_backbone or config.freeze_backbone
+    cacheable = front_end(config.backbone_type).can_cache(config)
     if cache_features and not cacheable:
-        raise ValueError("cache_features needs a frozen backbone (freeze_backbone=True) or the tcn backbone.")
+        raise ValueError(f"cache_features needs a frozen backbone (freeze_backbone=True) for the "
+                         f"{config.backbone_type!r} backbone, or a front end without trainable parameters "
+                         f"({', '.join(repr(n) for n, f in BACKBONES.items() if f.cache == 'always')}).")
     if by_speaker and (not cacheable or cache_features is False):
         raise ValueError("speaker_normalization works on cached features: use the tcn or opensmile backbone, "
                          "or a frozen SSL backbone, with cache_features.")

@@ -14,6 +14,7 @@ import os
 import torch
 
 from .arguments import _CONFIG_DEFAULTS, ModelArguments
+from .modeling.backbones_emodna import BACKBONES
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def check_gpus_per_process(use_cpu: bool) -> None:
 # Front ends whose models are small enough that one intra-op thread is as fast as several on an idle machine and
 # much faster on a busy one (docs/benchmarks.md, "Threads"): OpenMP workers spin-wait for cores that other
 # processes hold, which costs far more than the parallelism gains on tensors this small.
-SMALL_BACKBONES = ("tcn", "opensmile")
+SMALL_BACKBONES = tuple(name for name, declared in BACKBONES.items() if declared.small)
 
 
 def choose_torch_threads(*model_args: ModelArguments) -> int | None:

@@ -15,19 +15,12 @@ import numpy as np
 import torch
 from datasets import Array2D, Dataset, IterableDataset, List, Value
 
+from ..modeling.backbones_emodna import front_end
 from .collator import UDADataCollator
 from .feature_store import STORE_COUNTS, FeatureStore
 from .storage import CACHE_FORMAT, map_to_disk, resolve_cache_dir
 from .streaming import is_streamed
 
-# Config fields that decide what each front end's cached part computes (the heads' and the method's fields do not):
-# a model with other heads, or another backbone's unused settings, reads the same feature store.
-_CACHED_PART_FIELDS = {
-    "opensmile": ("backbone_type", "sampling_rate", "opensmile_feature_set"),
-    "tcn": ("backbone_type", "sampling_rate", "n_fft", "win_length_ms", "hop_length_ms", "n_mels", "n_mfcc",
-            "f_min", "f_max", "cepstral_mean_normalization"),
-}
-_SSL_CACHED_PART_FIELDS = ("backbone_type", "backbone_config", "sampling_rate", "freeze_backbone")
 # Datasets cached in this process, by fingerprint: the runs of a benchmark (methods × seeds on one direction)
 # share their corpora, and recomputing e.g. openSMILE functionals would dominate their cost. Arrow tables in
 # memory are shared, not copied.
@@ -101,8 +94,9 @@ def cache_features(
 
 def default_feature_workers(model) -> int:
     """Worker processes for computing features when none are asked for: one per available core (at most 8) for
-    openSMILE, whose C++ extraction is single-threaded; 1 for torch front ends, which use the cores already."""
-    if model.config.backbone_type != "opensmile":
+    front ends computed outside torch on one core per utterance (`FrontEnd.extract_in_workers`: openSMILE's C++
+    extraction); 1 for torch front ends, which use the cores already."""
+    if not front_end(model.config.backbone_type).extract_in_workers:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(8, cores))
@@ -163,7 +157,9 @@ def _front_end_key(model) -> str:
     versions = [getattr(sys.modules.get(name), "__version__", None) for name in ("opensmile", "torch")]
     digest = hashlib.sha1(f"{versions}{CACHE_FORMAT}".encode())
     config = model.config.to_dict()
-    fields = _CACHED_PART_FIELDS.get(model.config.backbone_type, _SSL_CACHED_PART_FIELDS)
+    # The config fields that decide what the cached part computes (`FrontEnd.cache_fields`; the heads' and the
+    # method's do not): a model with other heads, or another backbone's unused settings, reads the same store.
+    fields = front_end(model.config.backbone_type).cache_fields
     digest.update(repr([(name, config.get(name)) for name in fields]).encode())
     # Only the cached part's weights and buffers: the freshly initialised heads must not invalidate a cache.
     cached_part = model.backbone if model.config.uses_ssl_backbone else model.backbone.front_end

@@ -1,7 +1,7 @@
 """Configuration of the Emo-DNA model (``model_type="emodna"``).
 
-This file is shipped as remote code next to saved checkpoints: it imports only torch-free parts of transformers and
-nothing else from emodna_hf.
+This file is shipped as remote code next to saved checkpoints: it imports transformers' configuration classes and
+the front-end registry of this folder (`backbones_emodna.py`), nothing else from emodna_hf.
 """
 
 from __future__ import annotations
@@ -10,11 +10,8 @@ from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig
 
-# wav2vec2-family encoders that expose ``hidden_states`` and ``_get_feature_vector_attention_mask``.
-SSL_BACKBONE_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
-# Backbones computed in the model without an SSL encoder: "tcn" (MFCC + temporal convolutions) and "opensmile"
-# (openSMILE acoustic functionals such as eGeMAPS).
-BACKBONE_TYPES = ("tcn", "opensmile", *SSL_BACKBONE_TYPES)
+from .backbones_emodna import BACKBONES, front_end
+
 POOLING_TYPES = ("mean", "attentive_stats")
 CORPUS_ALIGNMENT_TYPES = ("adversarial", "mmd")
 CLASS_ALIGNMENT_TYPES = ("contrastive", "prototype")
@@ -198,12 +195,13 @@ class EmoDnaConfig(PreTrainedConfig):
         mmd_kernel_multipliers: list[float] | tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
         **kwargs: Any,
     ):
-        _check_choice("backbone_type", backbone_type, BACKBONE_TYPES)
+        declared = front_end(backbone_type)
         _check_choice("pooling", pooling, POOLING_TYPES)
         _check_choice("corpus_statistics", corpus_statistics, ("batch", "dataset"))
-        if corpus_statistics == "dataset" and backbone_type != "opensmile":
+        if corpus_statistics == "dataset" and not declared.utterance_level:
+            utterance_level = [name for name, f in BACKBONES.items() if f.utterance_level]
             raise ValueError("corpus_statistics='dataset' needs features that training does not change before "
-                             "pooling: backbone_type='opensmile'.")
+                             f"pooling: an utterance-level front end ({', '.join(map(repr, utterance_level))}).")
         # adaptation_method is checked against the registry of emodna_hf.objectives by the trainer and the recipes:
         # a saved model must load (remote code) whatever method trained it.
         if not isinstance(adaptation_method, str) or not adaptation_method:
@@ -313,7 +311,7 @@ class EmoDnaConfig(PreTrainedConfig):
 
     @property
     def uses_ssl_backbone(self) -> bool:
-        return self.backbone_type in SSL_BACKBONE_TYPES
+        return front_end(self.backbone_type).ssl
 
     @property
     def feature_standardization(self) -> str | None:
@@ -322,7 +320,7 @@ class EmoDnaConfig(PreTrainedConfig):
         normalisation, the classical "source-fitted standardisation") or `None`."""
         if self.uses_corpus_normalization:
             return "corpus"
-        return "source" if self.backbone_type == "opensmile" else None
+        return "source" if front_end(self.backbone_type).utterance_level else None
 
     @property
     def uses_corpus_normalization(self) -> bool:
@@ -340,7 +338,7 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 def _build_backbone_config(
     backbone_type: str, backbone_config: dict | PreTrainedConfig | None
 ) -> PreTrainedConfig | None:
-    if backbone_type not in SSL_BACKBONE_TYPES:
+    if not front_end(backbone_type).ssl:
         if backbone_config is not None:
             raise ValueError(f"backbone_config is only used with an SSL backbone_type, not with {backbone_type!r}.")
         return None

@@ -21,6 +21,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from .backbones_emodna import front_end
 from .configuration_emodna import EmoDnaConfig
 from .layers_emodna import (  # noqa: F401 - CorpusNormalization and the pooling classes were defined here
     POOLING_CLASSES,
@@ -30,9 +31,7 @@ from .layers_emodna import (  # noqa: F401 - CorpusNormalization and the pooling
     WeightedLayerSum,
     weight_dtype,
 )
-from .opensmile_emodna import OpenSmileBackbone
 from .speakers_emodna import HOW_TO_PROVIDE, normalize_features, speaker_statistics
-from .tcn_emodna import TemporalConvBackbone
 
 
 @dataclass
@@ -133,21 +132,12 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
 
     def __init__(self, config: EmoDnaConfig):
         super().__init__(config)
-        if config.uses_ssl_backbone:
-            if config.use_weighted_layer_sum and getattr(config.backbone_config, "layerdrop", 0.0):
-                # LayerDrop skips whole layers in training, so the encoder returns fewer hidden states than the
-                # layer sum has weights (a crash at a random step): the sum over layers is our regulariser.
-                config.backbone_config.layerdrop = 0.0
-            self.backbone = AutoModel.from_config(config.backbone_config)
-            num_layers = config.backbone_config.num_hidden_layers + 1
-            hidden_size = config.backbone_config.hidden_size
-        else:
-            backbone_class = OpenSmileBackbone if config.backbone_type == "opensmile" else TemporalConvBackbone
-            self.backbone = backbone_class(config)
-            num_layers, hidden_size = self.backbone.num_layers, self.backbone.hidden_size
+        declared = front_end(config.backbone_type)  # what the front end declares (backbones_emodna.BACKBONES)
+        self.backbone = declared.build(config)
+        num_layers, hidden_size = declared.dims(config, self.backbone)
         self.layer_sum = WeightedLayerSum(num_layers) if config.use_weighted_layer_sum else None
         # Utterance functionals are one "frame": pooling them is the identity whatever config.pooling says.
-        pooling = "mean" if config.backbone_type == "opensmile" else config.pooling
+        pooling = "mean" if declared.utterance_level else config.pooling
         self.pooling = POOLING_CLASSES[pooling](hidden_size, config)
         pooled_size, embedding_size = self.pooling.output_size, config.embedding_size
 

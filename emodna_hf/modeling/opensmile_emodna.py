@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .frontend_emodna import FrontEnd
+
 logger = logging.getLogger(__name__)
 
 try:  # optional: only the opensmile backbones need it (a try block keeps transformers' import check quiet)
@@ -116,3 +118,25 @@ class OpenSmileBackbone(nn.Module):
     def encode_features(self, features: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         """Functionals `(batch, 1, n_features)` → `(batch, 1 layer, 1 frame, n_features)`."""
         return features.unsqueeze(1)
+
+
+def _describe(config, base: str | None) -> str:
+    return (f"openSMILE {config.opensmile_feature_set} utterance functionals computed by the model from the waveform "
+            "(needs the `opensmile` package, `pip install opensmile`; openSMILE's licence covers research and "
+            "personal use only, commercial use needs a licence from audEERING), followed by the trained encoders.")
+
+
+# No waveform normalisation: the loudness functionals carry emotion (angry speech is loud); gain differences between
+# corpora are removed by the standardisation of the functionals instead. Exported from the functionals: openSMILE is
+# C++ code that no graph can hold.
+OPENSMILE = FrontEnd(
+    name="opensmile",
+    build=OpenSmileBackbone,
+    describe=_describe,
+    cache_fields=("backbone_type", "sampling_rate", "opensmile_feature_set"),
+    normalize_waveform=False,
+    graph_input="features",
+    utterance_level=True,
+    small=True,
+    extract_in_workers=True,
+)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .frontend_emodna import FrontEnd
 from .layers_emodna import Float32Buffers, weight_dtype
 
 
@@ -201,3 +202,18 @@ class TemporalConvBackbone(nn.Module):
             backward_states = backward_block(backward_states)
             layers.append(forward_states + reverse_within_length(backward_states, frame_mask))
         return torch.stack(layers, dim=1).transpose(2, 3)
+
+
+def _describe(config, base: str | None) -> str:
+    return (f"light MFCC + bidirectional temporal convolutional network ('tcn', {config.tcn_num_blocks} blocks × "
+            f"{config.tcn_hidden_size} channels), trained from scratch.")
+
+
+TCN = FrontEnd(
+    name="tcn",
+    build=TemporalConvBackbone,
+    describe=_describe,
+    cache_fields=("backbone_type", "sampling_rate", "n_fft", "win_length_ms", "hop_length_ms", "n_mels", "n_mfcc",
+                  "f_min", "f_max", "cepstral_mean_normalization"),
+    small=True,
+)
