@@ -7,8 +7,11 @@ how a list of arrays becomes a `Dataset`.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +28,25 @@ FEATURES = Features(
         "utt_id": Value("string"),
     }
 )
+
+
+Preset = TypeVar("Preset")
+
+
+def sized_preset(preset: str | Preset, presets: Mapping[str, Preset], family: str,
+                 n_per_class_per_speaker: int | None, n_speakers: int | None) -> Preset:
+    """A family's preset (by name or as given) with the sizes asked for (None keeps the preset's)."""
+    if isinstance(preset, str):
+        if preset not in presets:
+            raise ValueError(f"Unknown {family} preset {preset!r}; known presets: {sorted(presets)}")
+        preset = presets[preset]
+    if n_per_class_per_speaker is not None or n_speakers is not None:
+        preset = dataclasses.replace(
+            preset,
+            n_per_class_per_speaker=n_per_class_per_speaker or preset.n_per_class_per_speaker,
+            n_speakers=n_speakers or preset.n_speakers,
+        )
+    return preset
 
 
 def source_crc(*files: str) -> int:

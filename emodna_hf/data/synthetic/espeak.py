@@ -39,7 +39,7 @@ from ..storage import cached_generation
 from . import acoustics
 from .acoustics import FS as _FS
 from .acoustics import REF_RMS as _REF_RMS
-from .corpus import EMOTIONS, class_counts, corpus_dataset, source_crc
+from .corpus import EMOTIONS, class_counts, corpus_dataset, sized_preset, source_crc
 
 _ESPEAK_FS = 22050  # espeak-ng's native output rate
 
@@ -217,16 +217,7 @@ def make_espeak_corpus(
     index), so changing the sizes keeps the utterances both sizes share. With a `cache_dir`, the corpus is saved
     there and read back next time (`storage.cached_generation`).
     """
-    if isinstance(preset, str):
-        if preset not in ESPEAK_PRESETS:
-            raise ValueError(f"Unknown espeak-ng preset {preset!r}; known presets: {sorted(ESPEAK_PRESETS)}")
-        preset = ESPEAK_PRESETS[preset]
-    if n_per_class_per_speaker is not None or n_speakers is not None:
-        preset = dataclasses.replace(
-            preset,
-            n_per_class_per_speaker=n_per_class_per_speaker or preset.n_per_class_per_speaker,
-            n_speakers=n_speakers or preset.n_speakers,
-        )
+    preset = sized_preset(preset, ESPEAK_PRESETS, "espeak-ng", n_per_class_per_speaker, n_speakers)
     version = espeak_version()
     # As in make_source_filter_corpus (the code, including acoustics.py), plus the espeak-ng version: another
     # build may render other samples.

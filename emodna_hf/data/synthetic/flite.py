@@ -44,7 +44,7 @@ from scipy import signal
 
 from ..storage import cached_generation
 from . import flite_acoustics as acoustics
-from .corpus import EMOTIONS, class_counts, corpus_dataset, source_crc
+from .corpus import EMOTIONS, class_counts, corpus_dataset, sized_preset, source_crc
 from .flite_acoustics import Style
 
 STYLES: dict[str, Style] = {
@@ -213,16 +213,7 @@ def make_flite_corpus(
     sizes keeps the utterances both sizes share. With a `cache_dir`, the corpus is saved there and read back next
     time (`storage.cached_generation`).
     """
-    if isinstance(preset, str):
-        if preset not in FLITE_PRESETS:
-            raise ValueError(f"Unknown flite-family preset {preset!r}; known presets: {sorted(FLITE_PRESETS)}")
-        preset = FLITE_PRESETS[preset]
-    if n_per_class_per_speaker is not None or n_speakers is not None:
-        preset = dataclasses.replace(
-            preset,
-            n_per_class_per_speaker=n_per_class_per_speaker or preset.n_per_class_per_speaker,
-            n_speakers=n_speakers or preset.n_speakers,
-        )
+    preset = sized_preset(preset, FLITE_PRESETS, "flite-family", n_per_class_per_speaker, n_speakers)
     versions = tool_versions(preset.engine)
     # Everything the samples depend on: this family's code, styles, sentences, preset, seed and tool versions.
     settings = repr((STYLES, SENTENCES, preset, seed, versions)).encode()

@@ -30,7 +30,7 @@ from ..storage import cached_generation
 from . import acoustics
 from .acoustics import FS as _FS
 from .acoustics import REF_RMS as _REF_RMS
-from .corpus import EMOTIONS, corpus_dataset, source_crc
+from .corpus import EMOTIONS, corpus_dataset, sized_preset, source_crc
 
 # Peterson & Barney (1952) adult-male averages: F1, F2, F3 (Hz); F4 and F5 are kept fixed-ish per speaker.
 _VOWELS = np.array(
@@ -182,16 +182,7 @@ def make_source_filter_corpus(
     With a `cache_dir`, the corpus is saved there and read back next time (`storage.cached_generation`).
     `emodna_hf.data.synthetic.make_synthetic_corpus` is the front door that knows every family's presets.
     """
-    if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise ValueError(f"Unknown source-filter preset {preset!r}; known presets: {sorted(PRESETS)}")
-        preset = PRESETS[preset]
-    if n_per_class_per_speaker is not None or n_speakers is not None:
-        preset = dataclasses.replace(
-            preset,
-            n_per_class_per_speaker=n_per_class_per_speaker or preset.n_per_class_per_speaker,
-            n_speakers=n_speakers or preset.n_speakers,
-        )
+    preset = sized_preset(preset, PRESETS, "source-filter", n_per_class_per_speaker, n_speakers)
     # The content is a function of this code, the emotion profiles, the preset and the seed: fingerprinting
     # those instead of hashing every sample keeps `Dataset.map` caching correct and skips a slow pass.
     fingerprint = f"{_SOURCE_CRC:08x}{zlib.crc32(repr((EMOTION_PROFILES, preset, seed)).encode()):08x}"
