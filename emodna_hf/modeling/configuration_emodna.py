@@ -11,12 +11,12 @@ from typing import Any
 from transformers import AutoConfig, PreTrainedConfig
 
 from .backbones_emodna import BACKBONES, front_end
+from .opensmile_emodna import OPENSMILE_FEATURE_SETS
 
 POOLING_TYPES = ("mean", "attentive_stats")
 CORPUS_ALIGNMENT_TYPES = ("adversarial", "mmd")
 CLASS_ALIGNMENT_TYPES = ("contrastive", "prototype")
 PSEUDO_LABEL_SELECTIONS = ("curriculum", "freematch")
-OPENSMILE_FEATURE_SETS = ("eGeMAPSv02", "GeMAPSv01b", "ComParE_2016")
 
 
 class EmoDnaConfig(PreTrainedConfig):
@@ -209,7 +209,7 @@ class EmoDnaConfig(PreTrainedConfig):
         _check_choice("corpus_alignment", corpus_alignment, CORPUS_ALIGNMENT_TYPES)
         _check_choice("class_alignment", class_alignment, CLASS_ALIGNMENT_TYPES)
         _check_choice("pseudo_label_selection", pseudo_label_selection, PSEUDO_LABEL_SELECTIONS)
-        _check_choice("opensmile_feature_set", opensmile_feature_set, OPENSMILE_FEATURE_SETS)
+        _check_choice("opensmile_feature_set", opensmile_feature_set, tuple(OPENSMILE_FEATURE_SETS))
         if not 0.0 <= pseudo_label_warmup <= pseudo_label_ramp <= 1.0:
             raise ValueError(
                 "Need 0 <= pseudo_label_warmup <= pseudo_label_ramp <= 1, got "
