@@ -101,7 +101,6 @@ def load_streaming_corpus(
     require_labels: bool,
 ) -> tuple[IterableDataset, dict]:
     """The streamed counterpart of `load_corpus`: the same columns, computed lazily; and a report without counts."""
-
     stream, audio_column = open_stream(spec)
     columns = list(stream.column_names or [])
     if not columns:
