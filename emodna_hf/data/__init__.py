@@ -1,5 +1,5 @@
 """Data layer: the corpus spec (`spec`, a leaf), label harmonisation, audio decoding, corpus loading, generated
-corpora (`synthetic`: source-filter, espeak-ng and flite/festival), UDA splits, batches."""
+corpora (`synthetic`: source-filter, espeak-ng, flite/festival and festvox), UDA splits, batches."""
 
 from .assembly import UDAData, build_uda_data, split_source
 from .audio import AudioDecodeError, load_audio
@@ -22,13 +22,16 @@ from .synthetic import (
     EMOTION_PROFILES,
     EMOTIONS,
     ESPEAK_PRESETS,
+    FESTVOX_PRESETS,
     FLITE_PRESETS,
     PRESETS,
     EmotionProfile,
     EspeakPreset,
+    FestvoxPreset,
     FlitePreset,
     SyntheticPreset,
     make_espeak_corpus,
+    make_festvox_corpus,
     make_flite_corpus,
     make_synthetic_corpus,
 )
@@ -39,6 +42,7 @@ __all__ = [
     "EMOTIONS",
     "EMOTION_PROFILES",
     "ESPEAK_PRESETS",
+    "FESTVOX_PRESETS",
     "FLITE_PRESETS",
     "NO_LABELS",
     "PRESETS",
@@ -48,6 +52,7 @@ __all__ = [
     "CorpusSpec",
     "EmotionProfile",
     "EspeakPreset",
+    "FestvoxPreset",
     "FlitePreset",
     "SyntheticPreset",
     "UDAData",
@@ -60,6 +65,7 @@ __all__ = [
     "load_audio",
     "load_corpus",
     "make_espeak_corpus",
+    "make_festvox_corpus",
     "make_flite_corpus",
     "make_synthetic_corpus",
     "output_features",

@@ -113,11 +113,14 @@ CORPUS_LABEL_MAPS: dict[str, dict[str, str]] = {
     )
     | _NAMES
     | _codes("contempt=contempt other=other"),
-    # The built-in generated presets (emodna_hf.data.synthetic: source_filter, espeak, flite): names, CREMA-D-style
+    # The built-in generated presets (emodna_hf.data.synthetic: source_filter, espeak, flite, festvox): names, CREMA-D-style
     # and MSP-style codes, and those of the flite family: noun names, "joy", EMOVO's Italian names, EmoDB's letters.
     "synthetic": _codes(
         "ANG=angry HAP=happy NEU=neutral SAD=sad A=angry H=happy N=neutral S=sad anger=angry happiness=happy "
-        "sadness=sad joy=happy rabbia=angry gioia=happy neutro=neutral tristezza=sad W=angry F=happy T=sad"
+        "sadness=sad joy=happy rabbia=angry gioia=happy neutro=neutral tristezza=sad W=angry F=happy T=sad "
+        # the festvox family: Czech, Finnish, Catalan and Russian names (ASCII)
+        "hnev=angry radost=happy neutralni=neutral smutek=sad viha=angry ilo=happy neutraali=neutral suru=sad "
+        "rabia=angry alegria=happy neutre=neutral tristesa=sad gnev=angry neitral=neutral grust=sad"
     )
     | _NAMES,
 }

@@ -3,7 +3,10 @@
 - `source_filter.py`: numpy source-filter synthesis (`PRESETS`: synth-a, synth-b, synth-c);
 - `espeak.py`: the espeak-ng formant synthesiser (`ESPEAK_PRESETS`: synth-en, synth-de, synth-es);
 - `flite.py` + `flite_acoustics.py`: flite/festival readings re-synthesised with WORLD emotion styles
-  (`FLITE_PRESETS`: synth-studio, synth-call, synth-it, synth-radio; the confirmation family).
+  (`FLITE_PRESETS`: synth-studio, synth-call, synth-it, synth-radio; the spent confirmation family);
+- `festvox.py` + `festvox_render.py`: festival voices in four languages, an arousal/valence/dominance latent per
+  utterance, sox effect chains (`FESTVOX_PRESETS`: synth-cs, synth-fi, synth-ca, synth-ru; the next confirmation
+  family, sealed).
 
 The first two share one recording chain (`acoustics.py`: room, noise, channel, level); every family shares what a
 generated corpus is (`corpus.py`: classes, columns, the Arrow table). `make_synthetic_corpus` picks the family by
@@ -18,6 +21,7 @@ from datasets import Dataset
 
 from .corpus import EMOTIONS
 from .espeak import ESPEAK_PRESETS, EspeakPreset, make_espeak_corpus
+from .festvox import FESTVOX_PRESETS, FestvoxPreset, make_festvox_corpus
 from .flite import FLITE_PRESETS, FlitePreset, make_flite_corpus
 from .source_filter import (
     EMOTION_PROFILES,
@@ -31,13 +35,16 @@ __all__ = [
     "EMOTIONS",
     "EMOTION_PROFILES",
     "ESPEAK_PRESETS",
+    "FESTVOX_PRESETS",
     "FLITE_PRESETS",
     "PRESETS",
     "EmotionProfile",
     "EspeakPreset",
+    "FestvoxPreset",
     "FlitePreset",
     "SyntheticPreset",
     "make_espeak_corpus",
+    "make_festvox_corpus",
     "make_flite_corpus",
     "make_source_filter_corpus",
     "make_synthetic_corpus",
@@ -45,7 +52,7 @@ __all__ = [
 
 
 def make_synthetic_corpus(
-    preset: str | SyntheticPreset | EspeakPreset | FlitePreset,
+    preset: str | SyntheticPreset | EspeakPreset | FlitePreset | FestvoxPreset,
     seed: int = 0,
     n_per_class_per_speaker: int | None = None,
     n_speakers: int | None = None,
@@ -64,15 +71,18 @@ def make_synthetic_corpus(
              "cache_dir": cache_dir}
     if isinstance(preset, str):
         for presets, make in ((PRESETS, make_source_filter_corpus), (ESPEAK_PRESETS, make_espeak_corpus),
-                              (FLITE_PRESETS, make_flite_corpus)):
+                              (FLITE_PRESETS, make_flite_corpus), (FESTVOX_PRESETS, make_festvox_corpus)):
             if preset in presets:
                 return make(presets[preset], **sizes)
         raise ValueError(
             f"Unknown synthetic preset {preset!r}; known presets: {sorted(PRESETS)} (source-filter), "
-            f"{sorted(ESPEAK_PRESETS)} (espeak-ng) and {sorted(FLITE_PRESETS)} (flite/festival)"
+            f"{sorted(ESPEAK_PRESETS)} (espeak-ng), {sorted(FLITE_PRESETS)} (flite/festival) and "
+            f"{sorted(FESTVOX_PRESETS)} (festvox)"
         )
     if isinstance(preset, EspeakPreset):
         return make_espeak_corpus(preset, **sizes)
     if isinstance(preset, FlitePreset):
         return make_flite_corpus(preset, **sizes)
+    if isinstance(preset, FestvoxPreset):
+        return make_festvox_corpus(preset, **sizes)
     return make_source_filter_corpus(preset, **sizes)
