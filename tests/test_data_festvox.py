@@ -90,6 +90,9 @@ def test_display_rules_render_arousal_as_higher_faster_louder_speech():
     # Unit selection ignores festival's prosody controls: f0 and tempo go to sox instead.
     r2, p2 = festvox._prosody(preset, "clunits", speaker, np.array([1.0, 0.0, 0.5]), np.random.default_rng(1))
     assert r2.f0_scale == 1.0 and p2["f0_st"] > speaker.f0_st + 3 and p2["tempo"] > 1.0
+    # HTS: the engine's speed option for tempo (its -fm does nothing in festival 2.5), sox for f0.
+    r3, p3 = festvox._prosody(preset, "hts", speaker, np.array([1.0, 0.0, 0.5]), np.random.default_rng(1))
+    assert r3.hts_speed > 1.0 and p3["f0_st"] > speaker.f0_st + 3 and p3["tempo"] == 1.0
 
 
 @pytest.mark.parametrize("name", sorted(FESTVOX_PRESETS))
@@ -154,3 +157,19 @@ def test_unknown_presets_and_missing_tools_are_clear_errors(monkeypatch):
             make_festvox_corpus("synth-cs", n_per_class_per_speaker=1, n_speakers=1)
     finally:
         render.version_line.cache_clear()
+
+
+@needs("synth-cs")
+def test_festival_prosody_controls_reach_the_waveform():
+    """The Int_Targets wrapper moves a diphone voice's f0 (level and range); Duration_Stretch its tempo."""
+    pyworld = pytest.importorskip("pyworld")
+    text = festvox.SENTENCES["cs"][0]
+    readings = [render.Reading("czech_dita", text), render.Reading("czech_dita", text, f0_scale=1.4),
+                render.Reading("czech_dita", text, f0_range=2.0), render.Reading("czech_dita", text, stretch=1.3)]
+    stats = []
+    for wave, fs in render.synthesise(readings, "iso-8859-2", {}):
+        f0, _ = pyworld.dio(wave, fs)
+        voiced = np.log2(f0[f0 > 0]) * 12
+        stats.append((np.median(voiced), np.std(voiced), len(wave) / fs))
+    plain, higher, wider, slower = stats
+    assert higher[0] > plain[0] + 4 and wider[1] > 1.3 * plain[1] and slower[2] > 1.2 * plain[2]

@@ -21,7 +21,7 @@ rendering):
 | preset | speech | speakers | priors (ang/hap/neu/sad) | emotion | channel |
 |---|---|---|---|---|---|
 | `synth-cs` | festival Czech diphones | 8 | balanced | acted: hot anger, elated, depressed; 3% label noise | sox reverb (small room), pink noise at 28-40 dB, 44.1 kHz |
-| `synth-fi` | festival Finnish diphones | 25 | .14/.14/.60/.12 | natural: cold anger, content, mild sadness; 15% noise | crowd at 8-22 dB, AGC compand, 300-3400 Hz, GSM, 8 kHz |
+| `synth-fi` | festival Finnish diphones | 25 | .14/.14/.60/.12 | natural: cold anger, content, mild sadness; 15% noise | crowd at 10-24 dB, AGC compand, 300-3400 Hz, GSM, 8 kHz |
 | `synth-ca` | festival Catalan HTS | 6 | .30/.30/.33/.07 | improvised: hot anger, elated, tearful; 8% noise | brown noise at 15-30 dB, broadcast compand, Vorbis, 22.05 kHz |
 | `synth-ru` | festival Russian clunits | 12 | .06/.30/.34/.30 | mixed: cold anger, content, tearful; 10% noise | far-field reverb, crowd at 5-20 dB, MS-ADPCM, 16 kHz |
 
@@ -122,10 +122,10 @@ FESTVOX_PRESETS: dict[str, FestvoxPreset] = {
     "synth-fi": FestvoxPreset(
         name="synth-fi", labels=("viha", "ilo", "neutraali", "suru"), language="fi",
         voices=("suo_fi_lj_diphone", "hy_fi_mv_diphone"), priors=(0.14, 0.14, 0.60, 0.12),
-        centres=(COLD, CONTENT, CALM, MILD_SAD), spread=0.35, intensity=0.75, label_noise=0.15,
+        centres=(COLD, CONTENT, CALM, MILD_SAD), spread=0.3, intensity=0.9, label_noise=0.15,
         display=Display(3.0, 2.0, 0.35, 0.12, 4.0, 3.0, 4.0, 0.3, 0.0),
         n_speakers=25, n_per_class_per_speaker=4, formant_range=(0.88, 1.12), f0_spread_st=2.5,
-        sampling_rate=8000, noise="crowd", snr_db=(8.0, 22.0), band_hz=(300.0, 3400.0), dynamics="agc",
+        sampling_rate=8000, noise="crowd", snr_db=(10.0, 24.0), band_hz=(300.0, 3400.0), dynamics="agc",
         codec="gsm",
     ),
     "synth-ca": FestvoxPreset(
@@ -133,7 +133,7 @@ FESTVOX_PRESETS: dict[str, FestvoxPreset] = {
         voices=("upc_ca_ona_hts",), priors=(0.30, 0.30, 0.33, 0.07),
         centres=((0.8, -0.6, 0.6), ELATED, CALM, TEARFUL), spread=0.25, intensity=0.9, label_noise=0.08,
         display=Display(4.0, 2.5, 0.0, 0.2, 6.0, 1.0, 5.0, 0.8, 0.5),
-        n_speakers=6, n_per_class_per_speaker=15, formant_range=(0.86, 1.14), f0_spread_st=3.0,
+        n_speakers=6, n_per_class_per_speaker=15, formant_range=(0.88, 1.12), f0_spread_st=2.5,
         sampling_rate=22050, noise="brown", snr_db=(15.0, 30.0), dynamics="broadcast", codec="vorbis",
     ),
     "synth-ru": FestvoxPreset(
@@ -309,8 +309,9 @@ def _prosody(preset: FestvoxPreset, engine: str, spk: _Speaker, point: np.ndarra
     if engine == "diphone":
         reading = Reading(spk.voice, text, f0_scale=2 ** (f0_st / 12),
                           f0_range=float(np.exp(rule.range_a * a)), stretch=stretch)
-    elif engine == "hts":
-        reading = Reading(spk.voice, text, hts_speed=1 / stretch, hts_halftones=f0_st)
+    elif engine == "hts":  # the engine's -fm (half-tones) changes nothing in festival 2.5: f0 goes to sox
+        reading = Reading(spk.voice, text, hts_speed=1 / stretch)
+        post["f0_st"] += f0_st
     else:  # unit selection: festival keeps the recorded prosody, sox moves it
         reading = Reading(spk.voice, text)
         post["f0_st"] += f0_st

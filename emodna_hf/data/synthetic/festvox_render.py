@@ -6,9 +6,9 @@ and `flite_acoustics.py`); the assumptions differ on purpose:
 
 * emotion reaches the waveform first through festival itself: for diphone voices (Czech, Finnish) a wrapper
   around festival's `Int_Targets` module scales the predicted f0 targets (level and range) and
-  `Duration_Stretch` sets the tempo; for the HTS voice (Catalan) the engine's `-fm` (half-tones) and `-r`
-  (speed) options; the unit-selection voice (Russian) ignores both, so its f0 and tempo go through sox
-  `pitch` / `tempo`. No vocoder re-synthesis;
+  `Duration_Stretch` sets the tempo; for the HTS voice (Catalan) the engine's `-r` (speed) option, its f0
+  through sox `pitch`; the unit-selection voice (Russian) ignores all of them, so its f0 and tempo go through
+  sox `pitch` / `tempo`. No vocoder re-synthesis;
 * voice quality and loudness are sox effects: `treble` shelf (vocal effort), `tremolo` (a trembling voice),
   `overdrive` (a harsh, shouted voice), `equalizer` (a speaker's timbre); a speaker's vocal-tract length is
   `speed` followed by the inverse `pitch` (formants move, f0 does not);
@@ -43,7 +43,6 @@ class Reading:
     f0_range: float = 1.0  # diphone voices: factor on the targets' departures from their mean
     stretch: float = 1.0  # diphone voices: Duration_Stretch (> 1 = slower)
     hts_speed: float = 1.0  # HTS voices: engine option -r (> 1 = faster)
-    hts_halftones: float = 0.0  # HTS voices: engine option -fm
 
 
 # Wraps festival's Int_Targets so that every voice whose waveform follows the Target relation (the UniSyn
@@ -65,12 +64,12 @@ _PRELUDE = """
 (defvar hts_engine_params nil)
 (set! emo_orig_int_targets Int_Targets)
 (define (Int_Targets u) (emo_orig_int_targets u) (emo_targets u))
-(define (emo_say text scale range stretch speed halftones path)
+(define (emo_say text scale range stretch speed path)
   (Parameter.set 'Duration_Stretch stretch)
   (set! emo_scale scale)
   (set! emo_range range)
   (if (eq 'HTS (Parameter.get 'Synth_Method))
-      (set! hts_engine_params (append emo_hts_base (list (list "-r" speed) (list "-fm" halftones)))))
+      (set! hts_engine_params (append emo_hts_base (list (list "-r" speed)))))
   (utt.save.wave (utt.synth (eval (list 'Utterance 'Text text))) path 'riff))
 """
 
@@ -108,7 +107,7 @@ def synthesise(requests: list[Reading], encoding: str, voice_dirs: dict[str, str
                 if r.voice == voice:
                     text = r.text.replace("\\", "\\\\").replace('"', '\\"')
                     lines.append(f'(emo_say "{text}" {r.f0_scale:.4f} {r.f0_range:.4f} {r.stretch:.4f} '
-                                 f'{r.hts_speed:.4f} {r.hts_halftones:.3f} "{paths[i]}")')
+                                 f'{r.hts_speed:.4f} "{paths[i]}")')
         script = Path(tmp) / "readings.scm"
         script.write_bytes("\n".join(lines).encode(encoding))
         run = subprocess.run([festival, "-b", str(script)], capture_output=True)
