@@ -21,7 +21,7 @@ rendering):
 | preset | speech | speakers | priors (ang/hap/neu/sad) | emotion | channel |
 |---|---|---|---|---|---|
 | `synth-cs` | festival Czech diphones | 8 | balanced | acted: hot anger, elated, depressed; 3% label noise | sox reverb (small room), pink noise at 28-40 dB, 44.1 kHz |
-| `synth-fi` | festival Finnish diphones | 25 | .14/.14/.60/.12 | natural: cold anger, content, mild sadness; 15% noise | crowd at 10-24 dB, AGC compand, 300-3400 Hz, GSM, 8 kHz |
+| `synth-fi` | festival Finnish diphones | 25 | .14/.14/.60/.12 | natural: cold anger, content, mild sadness; 12% noise | crowd at 10-24 dB, AGC compand, 300-3400 Hz, GSM, 8 kHz |
 | `synth-ca` | festival Catalan HTS | 6 | .30/.30/.33/.07 | improvised: hot anger, elated, tearful; 8% noise | brown noise at 15-30 dB, broadcast compand, Vorbis, 22.05 kHz |
 | `synth-ru` | festival Russian clunits | 12 | .06/.30/.34/.30 | mixed: cold anger, content, tearful; 10% noise | far-field reverb, crowd at 5-20 dB, MS-ADPCM, 16 kHz |
 
@@ -122,8 +122,8 @@ FESTVOX_PRESETS: dict[str, FestvoxPreset] = {
     "synth-fi": FestvoxPreset(
         name="synth-fi", labels=("viha", "ilo", "neutraali", "suru"), language="fi",
         voices=("suo_fi_lj_diphone", "hy_fi_mv_diphone"), priors=(0.14, 0.14, 0.60, 0.12),
-        centres=(COLD, CONTENT, CALM, MILD_SAD), spread=0.3, intensity=0.9, label_noise=0.15,
-        display=Display(3.0, 2.0, 0.35, 0.12, 4.0, 3.0, 4.0, 0.3, 0.0),
+        centres=(COLD, CONTENT, CALM, MILD_SAD), spread=0.25, intensity=1.1, label_noise=0.12,
+        display=Display(3.5, 3.0, 0.4, 0.15, 4.0, 4.0, 6.0, 0.5, 0.0),
         n_speakers=25, n_per_class_per_speaker=4, formant_range=(0.88, 1.12), f0_spread_st=2.5,
         sampling_rate=8000, noise="crowd", snr_db=(10.0, 24.0), band_hz=(300.0, 3400.0), dynamics="agc",
         codec="gsm",
