@@ -249,7 +249,8 @@ def model_card(record: dict[str, Any]) -> str:
     method, target, fe = record["method"], record["target"], record["feature_extractor"]
     tags = ["audio-classification", "speech-emotion-recognition", "source-free-domain-adaptation",
             str(record["method"]["settings"].get("adaptation_method"))]
-    base = record["model"] if not looks_like_local_path(record["model"]) else None
+    local = looks_like_local_path(record["model"]) or Path(record["model"]).expanduser().exists()
+    base = None if local else record["model"]  # a Hub id
     settings = "\n".join(f"| `{k}` | {v} |" for k, v in {**method["settings"], **record["training"]}.items())
     mapping = ", ".join(f"`{k}` → {v if v is not None else 'outside the scheme'}"
                         for k, v in record["label_mapping"].items())
