@@ -27,7 +27,7 @@ from emodna_hf.objectives.tent import TentObjective, mean_entropy_loss
 from emodna_hf.selection import information_maximization
 from emodna_hf.source_free import SourceFreeTrainer, SourceFreeTrainingArguments, TargetRows, target_outputs
 
-from .factories import LABELS, tiny_config, tiny_ssl_backbone_config, tone, toy_corpus
+from factories import LABELS, tiny_config, tiny_ssl_backbone_config, tone, toy_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,12 +150,12 @@ def test_adabn_re_estimates_batch_norm_and_refuses_a_model_without_statistics():
         def forward(self, input_values, attention_mask=None):
             return type("Out", (), {"logits": self.classifier(self.norm(input_values.mean(1, keepdim=True)))})
 
-    model = WithBatchNorm()
+    model = WithBatchNorm().eval()
     target = toy_corpus(0, 8, shift=0, seed=1, with_labels=False)
     adapt_normalization_statistics(model, target, batch_size=4)  # two equal batches: the mean of batch means
     means = torch.tensor([np.mean(w) for w in target["input_values"]], dtype=torch.float64)
     assert model.norm.running_mean.item() == pytest.approx(means.mean().item(), abs=1e-6)
-    assert not model.training
+    assert not model.norm.training  # the mode it was in
     with pytest.raises(ValueError, match="keeps none .*adabn"):
         adapt_normalization_statistics(tiny_wav2vec2_classifier(), target)
 
@@ -182,10 +182,22 @@ def test_target_labels_never_reach_the_trainer():
 
 @pytest.mark.slow
 def test_shot_makes_target_predictions_more_confident_and_diverse(tmp_path):
-    """A tiny EmoDna model, unadapted: its target predictions are unsure. SHOT (classifier frozen) must raise the
-    information maximisation of its predictions on that target and leave the classifier as it was."""
+    """A tiny EmoDna model trained on a source (tones), moved to a target whose pitches are shifted: SHOT
+    (classifier frozen) must raise the information maximisation of its target predictions, and leave the
+    classifier as it was."""
+    from emodna_hf.data.collator import UDADataCollator
+
     torch.manual_seed(0)
-    model = EmoDnaForAudioClassification(tiny_config(encoder_dropout=0.0))
+    model = EmoDnaForAudioClassification(tiny_config(encoder_dropout=0.0)).train()
+    source, collator = toy_corpus(0, 32, shift=0, seed=1), UDADataCollator()
+    optimizer, rng = torch.optim.Adam(model.parameters(), lr=3e-3), np.random.default_rng(0)
+    for _ in range(60):  # the source model: plain supervised training
+        batch = collator([source[int(i)] for i in rng.permutation(32)[:8]])
+        loss = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"],
+                     labels=batch["labels"]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
     target = toy_corpus(1, 24, shift=35, seed=5, with_labels=False)
     before_logits, _ = target_outputs(model, target)
     classifier = {k: v.clone() for k, v in model.classifier.state_dict().items()}
@@ -197,7 +209,7 @@ def test_shot_makes_target_predictions_more_confident_and_diverse(tmp_path):
     trainer.train()
     after_logits, _ = target_outputs(model, target)
     before, after = (information_maximization(x.softmax(-1).numpy()) for x in (before_logits, after_logits))
-    assert after > before + 0.1, (before, after)
+    assert after > before + 0.2, (before, after)  # measured: 0.53 -> 0.99 (at most log 4 = 1.39)
     for name, value in model.classifier.state_dict().items():
         torch.testing.assert_close(value, classifier[name])
     assert (trainer.objective.pseudo_labels >= 0).all()
