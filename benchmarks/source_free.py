@@ -14,8 +14,9 @@ For every ordered pair (S, T) of `--corpora` (generated `synthetic:<preset>` cor
    with each of `--methods` (shot, tent, adabn). It never sees S.
 
 `--train_args` / `--adapt_args` pass options to the two recipes (e.g. `--adapt_args "--max_steps 300"`). The
-default backbone is `tcn` (it has LayerNorm layers, which TENT adapts; the recipe's default openSMILE model has
-none, and TENT refuses it). Writes OUTPUT/source_free.json (every finished run; a rerun skips them, so an
+default model is `tcn` (it has LayerNorm layers, which TENT adapts; the recipe's default openSMILE model has
+none, and TENT refuses it) with corpus normalisation (whose target statistics AdaBN re-estimates; the unadapted
+checkpoint standardises with S's). Writes OUTPUT/source_free.json (every finished run; a rerun skips them, so an
 interrupted benchmark resumes) and OUTPUT/source_free.md (mean ± std of the target UAR, also printed); logs under
 OUTPUT/logs/, checkpoints under OUTPUT/runs/ (removed after the run unless --keep_checkpoints).
 """
@@ -36,7 +37,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("shot", "tent", "adabn")
-TRAIN_DEFAULTS = ["--adaptation_method", "source_only", "--backbone_type", "tcn", "--num_train_epochs", "30",
+TRAIN_DEFAULTS = ["--adaptation_method", "source_only", "--corpus_normalization", "true", "--backbone_type", "tcn",
+                  "--num_train_epochs", "30",
                   "--per_device_train_batch_size", "32", "--learning_rate", "1e-3"]
 ADAPT_DEFAULTS = ["--max_steps", "100", "--per_device_train_batch_size", "32", "--learning_rate", "1e-4",
                   "--lr_scheduler_type", "constant"]
@@ -77,6 +79,7 @@ def _run(command: list[str], log: Path) -> None:
 
 
 def _sizes(corpus: str, quick: bool, role: str) -> list[str]:
+    """--quick: tiny generated corpora (train.py's sources are keyed by corpus name, a target is not)."""
     return [f"--{role}_load_kwargs", json.dumps({corpus: QUICK_SIZE} if role == "source" else QUICK_SIZE)] \
         if quick else []
 

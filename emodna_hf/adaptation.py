@@ -33,7 +33,7 @@ from .data.labels import CANONICAL_EMOTIONS, SCHEME_MAPS
 from .metrics import classification_metrics
 from .objectives import objective_class
 from .selection import information_maximization
-from .source_free import SourceFreeTrainer, SourceFreeTrainingArguments, target_outputs
+from .source_free import SourceFreeTrainer, SourceFreeTrainingArguments, collator_for, target_outputs
 
 logger = logging.getLogger(__name__)
 ADAPTATION_FILE = "adaptation.json"
@@ -57,8 +57,9 @@ class AdaptationArguments:
     target_speaker_column: list[str] | None = field(default=None, metadata={"help": "Speaker column."})
     target_utt_id_column: list[str] | None = field(default=None, metadata={"help": "Utterance-id column."})
     target_label_map_name: list[str] | None = field(default=None, metadata={"help": "Built-in label map."})
-    target_label_map: dict | str | None = field(default=None, metadata={"help": "{corpus: {raw: emotion}}."})
-    target_load_kwargs: dict | str | None = field(default=None, metadata={"help": "{corpus: {...}} load kwargs."})
+    target_label_map: dict | str | None = field(default=None, metadata={"help": "{raw label: emotion}."})
+    target_load_kwargs: dict | str | None = field(
+        default=None, metadata={"help": "Loading options (e.g. n_speakers=4 for a synthetic corpus)."})
     label_mapping: dict | str | None = field(
         default=None,
         metadata={"help": "{checkpoint label: scheme class} (JSON/YAML or key=value text); null/none: a class "
@@ -75,6 +76,13 @@ class AdaptationArguments:
     def __post_init__(self):
         if self.target_name is None:
             self.target_name = ["target"]
+        names = self.target_name if isinstance(self.target_name, list) else [self.target_name]
+        for name in ("target_label_map", "target_load_kwargs"):
+            # As train.py's target: the one target's mapping itself (also accepted keyed by its name).
+            mapping = _parse_mapping(getattr(self, name), name)
+            if mapping and not (set(mapping) == set(names) and all(isinstance(v, dict) for v in mapping.values())):
+                mapping = {names[0]: mapping}
+            setattr(self, name, mapping)
         normalise_corpus_lists(self, "target", role="target")
         if len(self.target_name) != 1:
             raise ValueError(f"One target corpus is adapted to; got {self.target_name}.")
@@ -191,21 +199,23 @@ def run_adaptation(args: AdaptationArguments, training_args: SourceFreeTrainingA
     batch_size = training_args.per_device_eval_batch_size
     prepared = _prepare(dataset, model, feature_extractor, spec.name, args, batch_size)
     model.to(training_args.device)
+    collator = collator_for(model, feature_extractor)
 
     def evaluate() -> dict[str, Any]:
-        logits, _ = target_outputs(model, prepared, batch_size=batch_size, device=training_args.device)
+        logits, _ = target_outputs(model, prepared, collator, batch_size=batch_size, device=training_args.device)
         return score(logits.numpy(), labels, mapped, scheme)
 
     before = evaluate()
     method = training_args.adaptation_method
     details: dict[str, Any] = {}
     if method == "adabn":
-        details = adapt_normalization_statistics(model, prepared, batch_size=batch_size, device=training_args.device)
+        details = adapt_normalization_statistics(model, prepared, collator, batch_size=batch_size,
+                                                 device=training_args.device)
         description = {"name": "AdaBN (re-estimated normalisation statistics)",
                        "description": "No gradient step: " + "; ".join(details["adapted"]) + " re-estimated on the "
                        "unlabelled target.", "settings": {"adaptation_method": "adabn"}}
     else:
-        trainer = SourceFreeTrainer(model=model, args=training_args, target_dataset=prepared)
+        trainer = SourceFreeTrainer(model=model, args=training_args, target_dataset=prepared, data_collator=collator)
         trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
         train = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.classifier_inputs.remove()

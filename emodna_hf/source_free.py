@@ -184,6 +184,28 @@ class WithRowIndex:
         return batch
 
 
+class WithoutAttentionMask:
+    """Collator wrapper for a transformers model whose feature extractor gives no attention mask
+    (`return_attention_mask=False`: wav2vec 2.0 base-style group-norm models, which were trained on zero-padded
+    batches without one): the model is fed as its own feature extractor would feed it."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Tensor]:
+        batch = self.collator(examples)
+        batch.pop("attention_mask", None)
+        return batch
+
+
+def collator_for(model: nn.Module, feature_extractor) -> UDADataCollator | WithoutAttentionMask:
+    """The collator that feeds `model` as its feature extractor does (see `WithoutAttentionMask`)."""
+    if getattr(model.config, "model_type", None) != "emodna" \
+            and getattr(feature_extractor, "return_attention_mask", True) is False:
+        return WithoutAttentionMask(UDADataCollator())
+    return UDADataCollator()
+
+
 class SourceFreeTrainer(Trainer):
     """`Trainer` whose batches are target rows only, for objectives with `batches = "target"` (SHOT, TENT).
 

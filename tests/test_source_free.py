@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from factories import LABELS, tiny_config, tiny_ssl_backbone_config, tone, toy_corpus
 from safetensors.torch import load_file
 from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
@@ -26,8 +27,6 @@ from emodna_hf.objectives.shot import EPSILON, information_maximization_loss, sh
 from emodna_hf.objectives.tent import TentObjective, mean_entropy_loss
 from emodna_hf.selection import information_maximization
 from emodna_hf.source_free import SourceFreeTrainer, SourceFreeTrainingArguments, TargetRows, target_outputs
-
-from factories import LABELS, tiny_config, tiny_ssl_backbone_config, tone, toy_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,13 +68,12 @@ def _naive_pseudo_labels(features, probabilities):
         centroids = {}
         for k in allowed:
             total = sum(w[k] for w in weights)
-            centroids[k] = [sum(w[k] * r[d] for w, r in zip(weights, rows)) / (total + 1e-8) for d in range(len(rows[0]))]
+            centroids[k] = [sum(w[k] * r[d] for w, r in zip(weights, rows, strict=True)) / (total + 1e-8) for d in range(len(rows[0]))]
         labels = []
         for r in rows:
-            def distance(k):
-                c = centroids[k]
-                return 1 - sum(a * b for a, b in zip(r, c)) / math.sqrt(sum(b * b for b in c))
-            labels.append(min(sorted(allowed), key=distance))
+            distances = {k: 1 - sum(a * b for a, b in zip(r, c, strict=True)) / math.sqrt(sum(b * b for b in c))
+                         for k, c in centroids.items()}
+            labels.append(min(sorted(allowed), key=distances.__getitem__))
         return labels
 
     predicted = {max(range(classes), key=lambda k: p[k]) for p in probabilities}
@@ -176,6 +174,48 @@ def test_target_labels_never_reach_the_trainer():
     rows = TargetRows(target)
     assert "labels" in target.column_names and "labels" not in rows.rows.column_names
     assert set(rows[2]) == {"input_values", "corpus_id", "row_index"}
+
+
+@pytest.mark.parametrize("method", ["shot", "tent"])
+def test_source_free_trainer_adapts_a_hubert_classifier_through_the_classifier_hook(tmp_path, method):
+    """A plain transformers HubertForSequenceClassification: the hook gives SHOT the classifier's input features
+    (the projector's pooled output), TENT trains its LayerNorms; nothing in the model is ours."""
+    from transformers import HubertConfig, HubertForSequenceClassification
+
+    torch.manual_seed(0)
+    kwargs = tiny_ssl_backbone_config("hubert")
+    kwargs.pop("model_type")
+    model = HubertForSequenceClassification(HubertConfig(**kwargs, id2label=dict(enumerate(LABELS)),
+                                                         label2id={n: i for i, n in enumerate(LABELS)},
+                                                         classifier_proj_size=8))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    args = SourceFreeTrainingArguments(output_dir=str(tmp_path), adaptation_method=method, max_steps=2,
+                                       learning_rate=1e-2, per_device_train_batch_size=4, report_to="none",
+                                       use_cpu=True, save_strategy="no", disable_tqdm=True)
+    trainer = SourceFreeTrainer(model=model, args=args, target_dataset=toy_corpus(0, 8, 0, seed=2))
+    trainer.train()
+    assert trainer.classifier_inputs.features.shape == (4, 8)  # classifier_proj_size
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and "classifier.weight" not in changed
+    if method == "tent":
+        assert all("layer_norm" in k for k in changed), changed
+    else:
+        assert {"projector.weight", "projector.bias"} <= changed
+
+
+def test_benchmark_table_averages_seeds_per_direction():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("source_free_benchmark", REPO / "benchmarks" / "source_free.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    results = {f"{s}-{m}-{seed}": {"source": "a", "target": "b", "method": m, "seed": seed, "before": before,
+                                     "after": after}
+               for s in ["a"] for seed, before in ((0, 0.4), (1, 0.6))
+               for m, after in (("shot", before + 0.1), ("tent", before))}
+    lines = benchmark.table(results, ["a", "b"], ["shot", "tent"]).splitlines()
+    assert lines[2] == "| a → b | 50.0 ± 14.1 | 60.0 ± 14.1 | 50.0 ± 14.1 |"
+    assert lines[3] == "| b → a | – | – | – |"
 
 
 # --- SHOT moves a real model's target predictions (can fail) --------------------------------------------------------
