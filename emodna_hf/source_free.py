@@ -63,6 +63,12 @@ class SourceFreeTrainingArguments(TrainingArguments):
         metadata={"help": "SHOT: recompute the pseudo-labels (k-means-style centroids over the whole target) every "
                   "this many optimisation steps; 0: once per epoch (they are also computed before the first step)."},
     )
+    freeze_feature_encoder: bool = field(
+        default=True,
+        metadata={"help": "A transformers wav2vec 2.0-style model: keep its convolutional feature encoder frozen "
+                  "(`model.freeze_feature_encoder()`, as transformers' audio-classification example fine-tunes; "
+                  "ours follow their config's freeze_feature_encoder). TENT still adapts its normalisation layers."},
+    )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Adapt into an output folder that already holds a model (replaced)."})
     remove_unused_columns: bool = False
@@ -234,6 +240,8 @@ class SourceFreeTrainer(Trainer):
         super().__init__(model=model, args=args, train_dataset=rows, data_collator=WithRowIndex(self.collator),
                          **kwargs)
         self.classifier_inputs = ClassifierInputs(model)
+        if args.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
+            model.freeze_feature_encoder()
         self.objective = method(model.config, target_size=len(rows), gather=self.accelerator.gather,
                                 **args.objective_settings()).to(self.args.device)
         self.objective.configure_model(model, classifier_head(model))

@@ -344,6 +344,7 @@ def test_adapt_recipe_keeps_a_transformers_checkpoint_a_transformers_checkpoint(
     changed = _changed(model_dir, output, parameters)
     assert changed and not changed & {"classifier.weight", "classifier.bias"}
     assert any(name.startswith("wav2vec2.encoder") for name in changed)
+    assert not any(name.startswith("wav2vec2.feature_extractor") for name in changed)  # freeze_feature_encoder
     record = json.loads((output / "adaptation.json").read_text())
     assert record["method"]["settings"]["shot_pseudo_label_weight"] == 0.3
 
