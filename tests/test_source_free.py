@@ -203,6 +203,28 @@ def test_source_free_trainer_adapts_a_hubert_classifier_through_the_classifier_h
         assert {"projector.weight", "projector.bias"} <= changed
 
 
+def test_shot_pseudo_labels_are_saved_with_checkpoints_and_restored_on_resume(tmp_path):
+    from emodna_hf.source_free import OBJECTIVE_STATE
+
+    def trainer(max_steps):
+        torch.manual_seed(0)
+        model = EmoDnaForAudioClassification(tiny_config())
+        args = SourceFreeTrainingArguments(output_dir=str(tmp_path), adaptation_method="shot", max_steps=max_steps,
+                                           per_device_train_batch_size=4, report_to="none", use_cpu=True,
+                                           save_strategy="steps", save_steps=1, shot_pseudo_label_interval=3,
+                                           disable_tqdm=True)
+        return SourceFreeTrainer(model=model, args=args, target_dataset=toy_corpus(1, 8, 30, seed=3))
+
+    first = trainer(2)
+    first.train()
+    saved = load_file(tmp_path / "checkpoint-2" / OBJECTIVE_STATE)["pseudo_labels"]
+    assert torch.equal(saved, first.objective.pseudo_labels) and (saved >= 0).all()
+    resumed = trainer(3)
+    resumed.objective.pseudo_labels.fill_(-1)
+    resumed._load_from_checkpoint(str(tmp_path / "checkpoint-2"))
+    assert torch.equal(resumed.objective.pseudo_labels, saved)
+
+
 def test_benchmark_table_averages_seeds_per_direction():
     import importlib.util
 
