@@ -35,14 +35,16 @@ from typing import Any
 
 import yaml
 
-from emodna_hf.objectives import REGISTRY
+from emodna_hf.objectives import REGISTRY, objective_class
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "recipes" / "configs" / "default.yaml"
 DEFAULT_CORPORA = ["synth-a", "synth-b", "synth-c"]
 # EmoDnaConfig overrides of each benchmarked method: every registered adaptation method (emodna_hf.objectives:
 # a method added there is benchmarked with no edit here), AdaBN, and the Emo-DNA ablations (one component off).
-_REGISTERED = ("source_only", *sorted(set(REGISTRY) - {"source_only", "emodna"}), "emodna")
+# Source-free methods (SHOT, TENT: `batches = "target"`) adapt a trained checkpoint: benchmarks/source_free.py.
+_REGISTERED = ("source_only", *sorted(name for name in set(REGISTRY) - {"source_only", "emodna"}
+                                      if objective_class(name).batches == "source_and_target"), "emodna")
 METHODS: dict[str, dict[str, Any]] = {
     **{name: {"adaptation_method": name} for name in _REGISTERED[:1]},
     "adabn": {"adaptation_method": "source_only", "corpus_normalization": True},  # corpus normalisation alone

@@ -36,6 +36,7 @@ from .modeling import EmoDnaConfig
 from .modeling.backbones_emodna import BACKBONES, front_end
 from .modeling.configuration_emodna import CLASS_ALIGNMENT_TYPES, CORPUS_ALIGNMENT_TYPES
 from .objectives import REGISTRY as ADAPTATION_METHODS
+from .objectives import objective_class
 
 # EmoDnaConfig's defaults, read from its signature: the help texts quote them, nothing here copies them.
 _CONFIG_DEFAULTS = {
@@ -159,6 +160,10 @@ class ModelArguments:
             value = getattr(self, name)
             if value is not None and value not in choices:
                 raise ValueError(f"Unknown {name} {value!r}; expected one of {', '.join(map(repr, choices))}.")
+        if self.adaptation_method is not None:
+            if objective_class(self.adaptation_method).batches != "source_and_target":
+                raise ValueError(f"adaptation_method {self.adaptation_method!r} is source-free (it trains on the "
+                                 "target alone): adapt a trained checkpoint with recipes/adapt.py.")
         for key in self.config_overrides or {}:
             if key in _DERIVED_CONFIG_FIELDS:
                 raise ValueError(f"config_overrides cannot set {key!r}: the run derives it from the data.")

@@ -142,9 +142,10 @@ class SourceTargetBatchSampler(Sampler[list[int]]):
 def training_columns(source, target):
     """THE gate of target labels: the columns training may read of the source (labels required) and of the target
     (its `labels` column, present where a benchmark target is labelled for scoring, is dropped here; every
-    training path, map-style or streamed, goes through this function)."""
+    training path, map-style or streamed, goes through this function). `source=None`: target-only training
+    (source-free adaptation, `emodna_hf.source_free`), whose source side is then None."""
     target = target.remove_columns([c for c in ("labels",) if c in target.column_names])
-    return (_model_columns(source, "source", require_labels=True),
+    return (None if source is None else _model_columns(source, "source", require_labels=True),
             _model_columns(target, "target", require_labels=False))
 
 

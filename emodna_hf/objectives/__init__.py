@@ -20,6 +20,8 @@ REGISTRY: dict[str, str] = {
     "source_only": "source_only:SourceOnlyObjective",
     "dann": "dann:DomainAdversarialObjective",
     "mmd": "mmd:MultiKernelMMDObjective",
+    "shot": "shot:ShotObjective",
+    "tent": "tent:TentObjective",
 }
 
 

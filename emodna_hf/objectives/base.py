@@ -55,6 +55,7 @@ class AdaptationObjective(nn.Module):
     name: ClassVar[str]
     title: ClassVar[str]
     description: ClassVar[str]
+    batches: ClassVar[str] = "source_and_target"
 
     def __init__(self, config, target_size: int | None = None, gather: Callable[[Tensor], Tensor] = _identity):
         super().__init__()
