@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .data import PRESETS, CorpusSpec, get_label_map
+from .data import CorpusSpec, get_label_map
 
 _NONE_STRINGS = {"", "none", "null", "auto"}
 
@@ -80,9 +80,9 @@ def check_corpus_source(name: str, source: str, *, must_exist: bool = True) -> s
     With `must_exist=False` (parse time) a path that does not exist yet passes; `DataArguments.check_sources`
     (run time, before any loading) requires it.
     """
-    from .data import ESPEAK_PRESETS, FLITE_PRESETS
+    from .data.synthetic import preset_names
 
-    presets = sorted({*PRESETS, *ESPEAK_PRESETS, *FLITE_PRESETS})  # the three generator families
+    presets = preset_names()  # every generator family
     if not isinstance(source, str) or not source.strip():
         raise ValueError(f"Corpus {name!r}: empty dataset source.")
     if source.startswith("synthetic:"):

@@ -173,3 +173,14 @@ def test_festival_prosody_controls_reach_the_waveform():
         stats.append((np.median(voiced), np.std(voiced), len(wave) / fs))
     plain, higher, wider, slower = stats
     assert higher[0] > plain[0] + 4 and wider[1] > 1.3 * plain[1] and slower[2] > 1.2 * plain[2]
+
+
+def test_every_family_s_presets_pass_the_arguments_check():
+    """A preset that generates must also pass the recipes' parse-time check (festvox presets were refused once)."""
+    from emodna_hf.corpus_arguments import check_corpus_source
+    from emodna_hf.data.synthetic import FAMILIES, preset_names
+
+    assert set(FESTVOX_PRESETS) <= set(preset_names())
+    for presets, _ in FAMILIES.values():
+        for name in presets:
+            assert check_corpus_source(name, f"synthetic:{name}", must_exist=False) == "synthetic"

@@ -31,8 +31,23 @@ from .source_filter import (
     make_source_filter_corpus,
 )
 
+# Every family's presets, in one place: the preset check of the arguments and `make_synthetic_corpus` read this.
+FAMILIES: dict[str, tuple[dict, object]] = {
+    "source-filter": (PRESETS, make_source_filter_corpus),
+    "espeak-ng": (ESPEAK_PRESETS, make_espeak_corpus),
+    "flite/festival": (FLITE_PRESETS, make_flite_corpus),
+    "festvox": (FESTVOX_PRESETS, make_festvox_corpus),
+}
+
+
+def preset_names() -> list[str]:
+    """Every generated corpus's preset name (all families), sorted."""
+    return sorted(name for presets, _ in FAMILIES.values() for name in presets)
+
+
 __all__ = [
     "EMOTIONS",
+    "FAMILIES",
     "EMOTION_PROFILES",
     "ESPEAK_PRESETS",
     "FESTVOX_PRESETS",
@@ -48,6 +63,7 @@ __all__ = [
     "make_flite_corpus",
     "make_source_filter_corpus",
     "make_synthetic_corpus",
+    "preset_names",
 ]
 
 
@@ -70,14 +86,12 @@ def make_synthetic_corpus(
     sizes = {"seed": seed, "n_per_class_per_speaker": n_per_class_per_speaker, "n_speakers": n_speakers,
              "cache_dir": cache_dir}
     if isinstance(preset, str):
-        for presets, make in ((PRESETS, make_source_filter_corpus), (ESPEAK_PRESETS, make_espeak_corpus),
-                              (FLITE_PRESETS, make_flite_corpus), (FESTVOX_PRESETS, make_festvox_corpus)):
+        for presets, make in FAMILIES.values():
             if preset in presets:
                 return make(presets[preset], **sizes)
         raise ValueError(
-            f"Unknown synthetic preset {preset!r}; known presets: {sorted(PRESETS)} (source-filter), "
-            f"{sorted(ESPEAK_PRESETS)} (espeak-ng), {sorted(FLITE_PRESETS)} (flite/festival) and "
-            f"{sorted(FESTVOX_PRESETS)} (festvox)"
+            f"Unknown synthetic preset {preset!r}; known presets: "
+            + "; ".join(f"{sorted(presets)} ({family})" for family, (presets, _) in FAMILIES.items())
         )
     if isinstance(preset, EspeakPreset):
         return make_espeak_corpus(preset, **sizes)
