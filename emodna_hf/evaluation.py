@@ -31,14 +31,15 @@ class Evaluation:
     labels: np.ndarray
     corpus_ids: np.ndarray
     emotion_embeddings: np.ndarray
-    corpus_embeddings: np.ndarray
+    corpus_embeddings: np.ndarray | None  # the method's corpus-specific branch (Emo-DNA) where it has one
     confusion_matrix: np.ndarray
     logits: np.ndarray | None = None
 
 
 def predict_with_embeddings(trainer: EmoDnaTrainer, dataset: Dataset, name: str,
                             label_names: list[str]) -> Evaluation:
-    """One pass of `trainer.predict` (distributed-safe) giving metrics, predictions and both embeddings."""
+    """One pass of `trainer.predict` (distributed-safe) giving metrics, predictions and the embeddings (the
+    corpus-specific ones only where the trainer's method has a trained corpus branch)."""
     from .metrics import confusion_matrix
 
     collator = trainer.data_collator
@@ -47,7 +48,7 @@ def predict_with_embeddings(trainer: EmoDnaTrainer, dataset: Dataset, name: str,
         output = trainer.predict(dataset, ignore_keys=PREDICTION_IGNORE_KEYS, metric_key_prefix=f"eval_{name}")
     finally:
         trainer.data_collator = collator
-    logits, emotion_embeddings, corpus_embeddings = output.predictions
+    logits, emotion_embeddings, *corpus_embeddings = output.predictions
     labels = np.asarray(output.label_ids).reshape(-1)
     logits = np.asarray(logits, dtype=np.float64)
     predictions = logits.argmax(-1)
@@ -72,7 +73,7 @@ def predict_with_embeddings(trainer: EmoDnaTrainer, dataset: Dataset, name: str,
         labels=labels,
         corpus_ids=np.asarray(dataset.with_format("numpy")["corpus_id"][:], dtype=np.int64),  # no Python list
         emotion_embeddings=np.asarray(emotion_embeddings),
-        corpus_embeddings=np.asarray(corpus_embeddings),
+        corpus_embeddings=np.asarray(corpus_embeddings[0]) if corpus_embeddings else None,
         confusion_matrix=confusion_matrix(predictions, labels, len(label_names)) if metrics["labelled"] else None,
         logits=logits,
     )
@@ -148,13 +149,16 @@ def _projection_sample(evaluations: list[Evaluation], max_per_corpus: int, seed:
             if len(rows) > max_per_corpus:
                 rows = np.sort(rng.choice(rows, max_per_corpus, replace=False))
             parts["emotion"].append(evaluation.emotion_embeddings[rows])
-            parts["corpus"].append(evaluation.corpus_embeddings[rows])
+            if evaluation.corpus_embeddings is not None:
+                parts["corpus"].append(evaluation.corpus_embeddings[rows])
             # Unlabelled rows (an unlabelled target) are shown by their predicted emotion.
             labels = evaluation.labels[rows]
             parts["labels"].append(np.where(labels == -100, evaluation.predictions[rows], labels))
             parts["predicted"].append(labels == -100)
             parts["corpus_ids"].append(evaluation.corpus_ids[rows])
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    if len(parts["corpus"]) != len(parts["emotion"]):  # some (or all) sets without corpus embeddings
+        parts["corpus"] = []
+    return {k: np.concatenate(v) if v else None for k, v in parts.items()}
 
 
 def analyse_embeddings(evaluations: list[Evaluation], max_projection_samples: int = 300,

@@ -127,13 +127,15 @@ def _project(embeddings: np.ndarray, method: str, seed: int) -> tuple[np.ndarray
 
 
 def embedding_silhouettes(
-    emotion_embeddings: np.ndarray, corpus_embeddings: np.ndarray, emotion_ids: np.ndarray, corpus_ids: np.ndarray
+    emotion_embeddings: np.ndarray, corpus_embeddings: np.ndarray | None, emotion_ids: np.ndarray,
+    corpus_ids: np.ndarray
 ) -> dict[str, dict[str, float | None]]:
     """Silhouette scores (cosine) of each embedding grouped by emotion and by corpus.
 
     Decoupling and alignment show as: emotion embeddings with a clearly positive score by emotion and a score
     near 0 by corpus (corpora mixed); corpus embeddings with a positive score by corpus. None where a grouping
-    has fewer than two groups.
+    has fewer than two groups. `corpus_embeddings` is `None` for a method without a trained corpus-specific branch
+    (everything but Emo-DNA with decoupling): then only the emotion embeddings are scored.
     """
     from sklearn.metrics import silhouette_score
 
@@ -143,12 +145,12 @@ def embedding_silhouettes(
             return None
         return float(silhouette_score(x, groups, metric="cosine"))
 
-    return {
-        "emotion_embeddings": {"by_emotion": score(emotion_embeddings, emotion_ids),
-                               "by_corpus": score(emotion_embeddings, corpus_ids)},
-        "corpus_embeddings": {"by_emotion": score(corpus_embeddings, emotion_ids),
-                              "by_corpus": score(corpus_embeddings, corpus_ids)},
-    }
+    scores = {"emotion_embeddings": {"by_emotion": score(emotion_embeddings, emotion_ids),
+                                     "by_corpus": score(emotion_embeddings, corpus_ids)}}
+    if corpus_embeddings is not None:
+        scores["corpus_embeddings"] = {"by_emotion": score(corpus_embeddings, emotion_ids),
+                                       "by_corpus": score(corpus_embeddings, corpus_ids)}
+    return scores
 
 
 _MARKERS = ["o", "^", "s", "D", "v", "P", "X", "*"]
@@ -157,7 +159,7 @@ _MARKERS = ["o", "^", "s", "D", "v", "P", "X", "*"]
 def save_embedding_projection(
     path: str | Path,
     emotion_embeddings: np.ndarray,
-    corpus_embeddings: np.ndarray,
+    corpus_embeddings: np.ndarray | None,
     emotion_ids: np.ndarray,
     corpus_ids: np.ndarray,
     label_names: Sequence[str],
@@ -169,7 +171,8 @@ def save_embedding_projection(
     title: str | None = None,
     predicted: np.ndarray | None = None,
 ) -> Path:
-    """A 2×2 figure: rows = emotion-relevant / corpus-specific embeddings, columns = coloured by emotion / corpus.
+    """A 2×2 figure: rows = emotion-relevant / corpus-specific embeddings, columns = coloured by emotion / corpus
+    (one row when `corpus_embeddings` is `None`: a method without a corpus-specific branch).
 
     Every point is one utterance, coloured by its true emotion; rows marked in `predicted` (utterances without a
     label, e.g. an unlabelled target) are coloured by the model's predicted class instead and drawn hollow, and the
@@ -181,9 +184,10 @@ def save_embedding_projection(
     predicted = np.zeros(len(emotion_ids), dtype=bool) if predicted is None else np.asarray(predicted, dtype=bool)
     emotion_colors = plt.get_cmap("tab10")
     corpus_colors = plt.get_cmap("Dark2")
-    fig, axes = plt.subplots(2, 2, figsize=(11.5, 10), constrained_layout=True)
-    rows = [("emotion_embeddings", "Emotion-relevant embeddings", emotion_embeddings),
-            ("corpus_embeddings", "Corpus-specific embeddings", corpus_embeddings)]
+    rows = [("emotion_embeddings", "Emotion-relevant embeddings", emotion_embeddings)]
+    if corpus_embeddings is not None:
+        rows.append(("corpus_embeddings", "Corpus-specific embeddings", corpus_embeddings))
+    fig, axes = plt.subplots(len(rows), 2, figsize=(11.5, 5 * len(rows)), constrained_layout=True, squeeze=False)
     for row, (key, name, embeddings) in enumerate(rows):
         projected, how = _project(np.asarray(embeddings, dtype=np.float64), method, seed)
         for col, by in enumerate(("emotion", "corpus")):
@@ -226,8 +230,8 @@ def save_embedding_projection(
             ax.tick_params(labelsize=7)
     fig.suptitle(
         (title + "\n" if title else "")
-        + "Decoupling and alignment: emotion embeddings should group by emotion with corpora mixed;\n"
-        "corpus embeddings should separate the corpora.",
+        + "Alignment: emotion embeddings should group by emotion with corpora mixed"
+        + (";\ncorpus embeddings should separate the corpora." if corpus_embeddings is not None else "."),
         fontsize=11,
     )
     path = Path(path)

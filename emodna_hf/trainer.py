@@ -1,8 +1,10 @@
 """`EmoDnaTrainer`: unsupervised domain adaptation (Emo-DNA and baselines) inside 🤗 `Trainer`.
 
 Every training batch holds a labelled source half and an unlabelled target half (`SourceTargetBatchSampler`); one
-forward pass over both returns everything the losses need (`output_embeddings=True`), and `compute_loss` combines
-the loss terms that `config.adaptation_method` and the ablation switches select. See docs/method.md for the maths.
+forward pass over both returns what the method reads (`output_embeddings=True`), and `compute_loss` sums the weighted
+loss terms that the method of `config.adaptation_method` returns (its source term included). The method's own
+trainable parts (discriminators, Emo-DNA's corpus branch) are optimised, synchronised across processes and
+checkpointed with the model, and never saved with it. See docs/method.md for the maths.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import math
 import os
 import time
+from types import SimpleNamespace
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +25,8 @@ from datasets import Dataset
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
-from transformers import Trainer, TrainingArguments
+from accelerate.utils import DistributedType
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput, EvalPrediction, speed_metrics
 
 from .corpus_statistics import set_corpus_statistics, source_class_weights  # noqa: F401 (re-exported)
@@ -37,11 +41,25 @@ from .objectives import ObjectiveBatch, build_objective
 from .processes import check_gpus_per_process, launched_without_accelerator
 from .selection import label_free_criteria
 
-PSEUDO_LABELER_STATE = "pseudo_labeler.safetensors"
+# The method's training state in a checkpoint: its parameters and buffers (pseudo-label thresholds); the optimizer
+# state of its parameters is in optimizer.pt with the model's.
+OBJECTIVE_STATE = "objective.safetensors"
+# What checkpoints written before the methods owned their parts held instead (pseudo-label buffers only).
+LEGACY_PSEUDO_LABELER_STATE = "pseudo_labeler.safetensors"
 logger = logging.getLogger(__name__)
 MODEL_INPUT_COLUMNS = ("input_values", "input_features", "labels", "corpus_id", "speaker_mean", "speaker_std")
-# Outputs not gathered at evaluation: the logits and both embeddings are what metrics, criteria and reports need.
-PREDICTION_IGNORE_KEYS = ["emotion_projections", "corpus_projections", "domain_logits", "corpus_logits"]
+# Outputs not gathered at evaluation: the logits and the embeddings are what metrics, criteria and reports need.
+PREDICTION_IGNORE_KEYS = ["pooled_features"]
+
+
+class _ZeroObjectiveGradients(TrainerCallback):
+    """Clears the objective's gradients after every optimizer step, as `Trainer` clears the model's."""
+
+    def __init__(self, trainer: EmoDnaTrainer):
+        self.trainer = trainer
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer.objective.zero_grad(set_to_none=True)
 
 
 class WithEmbeddings:
@@ -291,6 +309,7 @@ class EmoDnaTrainer(Trainer):
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=data_collator, compute_metrics=compute_metrics, **kwargs)
         self.add_callback(ReleaseMemoryCallback())  # memory flat in corpus size in evaluation (data/memory.py)
+        self.add_callback(_ZeroObjectiveGradients(self))
         self.target_corpus_id, self.eval_corpus_statistics = config.num_corpora - 1, eval_corpus_statistics
         # Inverse-frequency weights of the source classes (config.class_balanced_loss), from the whole source.
         self.source_class_weights = (
@@ -299,11 +318,21 @@ class EmoDnaTrainer(Trainer):
         if config.class_balanced_loss and self.train_dataset is not None and self.source_class_weights is None:
             logger.warning("class_balanced_loss: a streamed source has no class counts; the source loss is "
                            "not weighted.")
-        # The method (emodna_hf.objectives): its loss terms, statistics and pseudo-label state.
-        self.objective = build_objective(
-            config, target_size=None if target_dataset is None or is_streamed(target_dataset) else len(target_dataset),
-            gather=self.accelerator.gather,
-        ).to(self.args.device)
+        # The method (emodna_hf.objectives): its loss terms, statistics, trainable parts and pseudo-label state.
+        # Built from the run's seed on every process (identical parts without a broadcast, and the same parts
+        # whatever the process count).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.args.seed)
+            self.objective = build_objective(
+                config,
+                target_size=None if target_dataset is None or is_streamed(target_dataset) else len(target_dataset),
+                gather=self.accelerator.gather, pooled_size=self.accelerator.unwrap_model(model).pooling.output_size,
+            ).to(self.args.device)
+        if self.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP) and any(
+                p.requires_grad for p in self.objective.parameters()):
+            raise ValueError(f"adaptation_method={config.adaptation_method!r} trains parts of its own, which "
+                             "EmoDnaTrainer synchronises under DDP (one or several GPUs or CPU processes); "
+                             "DeepSpeed and FSDP are not supported.")
         # Loss terms and statistics of each step, as detached tensors; averaged, gathered across processes and
         # flushed at every logging step (TRL's pattern), so logging costs one sync per log, not per step.
         self._metrics: dict[str, defaultdict[str, list[torch.Tensor]]] = {
@@ -313,6 +342,53 @@ class EmoDnaTrainer(Trainer):
     def pseudo_labeler(self) -> nn.Module | None:
         """The objective's pseudo-labeler (training state saved in checkpoints), if the method has one."""
         return self.objective.pseudo_labeler
+
+    # --- the method's own parameters: optimised, synchronised and clipped with the model's ------------------------
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """`Trainer.create_optimizer`, plus the objective's trainable parameters in two more groups (weight decay
+        as the model's: none on biases and normalisation weights)."""
+        given = self.optimizer is not None
+        optimizer = super().create_optimizer(model)
+        params = [(n, p) for n, p in self.objective.named_parameters() if p.requires_grad]
+        optimised = {id(q) for group in optimizer.param_groups for q in group["params"]}
+        if given:
+            if any(id(p) not in optimised for _, p in params):
+                raise ValueError(f"The optimizer passed to EmoDnaTrainer lacks the parameters of the "
+                                 f"{self.objective.name!r} method's own parts (trainer.objective); leave the "
+                                 "optimizer to the trainer, or include them.")
+            return optimizer
+        decay = set(self.get_decay_parameter_names(self.objective))
+        for in_decay, weight_decay in ((True, self.args.weight_decay), (False, 0.0)):
+            group = [p for n, p in params if (n in decay) == in_decay]
+            if group:
+                optimizer.add_param_group({"params": group, "weight_decay": weight_decay})
+        return optimizer
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
+        """`Trainer.training_step`, then, at each optimisation step of a multi-process run, the objective's
+        gradients averaged across processes as DDP averages the model's (its parts are outside the DDP-wrapped
+        model, so DDP does not see them; without gradient accumulation, one all-reduce per step)."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.accelerator.num_processes > 1 and self.accelerator.sync_gradients:
+            grads = [p.grad for p in self.objective.parameters() if p.grad is not None]
+            if grads:
+                flat = torch.cat([g.reshape(-1) for g in grads])
+                torch.distributed.all_reduce(flat)
+                flat /= self.accelerator.num_processes
+                for grad, synced in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+                    grad.copy_(synced.view_as(grad))
+        return loss
+
+    def _with_objective(self, model: nn.Module) -> SimpleNamespace:
+        """`model` and the objective as one set of parameters, for the gradient norm and its clipping."""
+        return SimpleNamespace(parameters=lambda: [*model.parameters(), *self.objective.parameters()])
+
+    def _clip_grad_norm(self, model):
+        return super()._clip_grad_norm(self._with_objective(model))
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        return super()._get_grad_norm(self._with_objective(model), grad_norm=grad_norm)
 
     # --- data -----------------------------------------------------------------------------------------------------
 
@@ -452,6 +528,12 @@ class EmoDnaTrainer(Trainer):
             if corpus_ids is not None and self.eval_corpus_statistics:
                 inputs["corpus_ids"] = corpus_ids
             outputs = model(**inputs)
+            if inputs.get("output_embeddings") and self.train_dataset is not None:
+                # The method's own embeddings (Emo-DNA's corpus branch) for the reports; only where this trainer
+                # trains the method (a saved model evaluated alone has no such parts).
+                self.objective.eval()
+                for name, value in self.objective.evaluation_outputs(outputs).items():
+                    outputs[name] = value
             return (outputs.loss, outputs) if return_outputs else outputs.loss
         config: EmoDnaConfig = self.accelerator.unwrap_model(model).config
         if corpus_ids is None:
@@ -459,16 +541,15 @@ class EmoDnaTrainer(Trainer):
         is_target = corpus_ids == self.target_corpus_id
         progress = self.training_progress
         grl = grl_coefficient(progress, gamma=config.grl_gamma)
-        outputs = model(**inputs, corpus_ids=corpus_ids, output_embeddings=True, gradient_reversal_coefficient=grl)
+        labels = inputs.pop("labels")  # the method's source term reads them, not the model
+        outputs = model(**inputs, corpus_ids=corpus_ids, output_embeddings=True)
         updates = max(1, self.state.max_steps) * self.args.gradient_accumulation_steps
-        terms, stats = self.objective(
-            ObjectiveBatch(outputs, inputs["labels"], corpus_ids, is_target, progress, grl, total_updates=updates))
-        classification = outputs.loss
-        if self.source_class_weights is not None and (inputs["labels"] != -100).any():
-            classification = nn.functional.cross_entropy(
-                outputs.logits, inputs["labels"].to(outputs.logits.device), weight=self.source_class_weights,
-                ignore_index=-100, label_smoothing=config.label_smoothing)
-        terms = {"classification": (classification, config.classification_weight), **terms}
+        self.objective.train()
+        terms, stats = self.objective(ObjectiveBatch(
+            outputs, labels, corpus_ids, is_target, progress, grl, total_updates=updates,
+            class_weights=self.source_class_weights))
+        if not terms:
+            raise ValueError(f"adaptation_method={config.adaptation_method!r} returned no loss term.")
         loss = sum(weight * value for value, weight in terms.values())
         self._record("train", {**stats, **{f"loss_{name}": value.detach() for name, (value, _) in terms.items()}})
         return (loss, outputs) if return_outputs else loss
@@ -492,25 +573,39 @@ class EmoDnaTrainer(Trainer):
         super().log(logs, start_time)
         self._metrics[mode].clear()
 
-    # --- checkpoints: the pseudo-labeler's thresholds are training state ------------------------------------------
+    # --- checkpoints: the method's parts and pseudo-label thresholds are training state -----------------------------
 
     def _save_checkpoint(self, model: nn.Module, trial=None) -> None:
         super()._save_checkpoint(model, trial)
-        if self.args.should_save and self.pseudo_labeler is not None:
+        state = self.objective.state_dict()
+        if self.args.should_save and state:
             checkpoint = os.path.join(
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             )
-            state = {k: v.detach().cpu().contiguous() for k, v in self.pseudo_labeler.state_dict().items()}
-            save_file(state, os.path.join(checkpoint, PSEUDO_LABELER_STATE))
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
+                      os.path.join(checkpoint, OBJECTIVE_STATE))
+
+    def _load_objective_state(self, checkpoint: str) -> None:
+        if not self.objective.state_dict():
+            return
+        path = os.path.join(checkpoint, OBJECTIVE_STATE)
+        if not os.path.isfile(path):
+            legacy = os.path.isfile(os.path.join(checkpoint, LEGACY_PSEUDO_LABELER_STATE))
+            raise FileNotFoundError(
+                f"{path} is missing: " + (
+                    "the checkpoint was written before the adaptation methods owned their parts (they were in "
+                    "the model then), so its optimizer state does not fit this trainer; start the run again."
+                    if legacy else "the checkpoint was not written by EmoDnaTrainer, so the method's parts and "
+                    "pseudo-label thresholds cannot be restored."))
+        self.objective.load_state_dict(load_file(path, device=str(self.args.device)))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
-        if self.pseudo_labeler is None:
-            return
-        path = os.path.join(resume_from_checkpoint, PSEUDO_LABELER_STATE)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"{path} is missing: the checkpoint was not written by EmoDnaTrainer, so the adaptive "
-                "pseudo-label thresholds cannot be restored."
-            )
-        self.pseudo_labeler.load_state_dict(load_file(path, device=str(self.args.device)))
+        self._load_objective_state(resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        """`load_best_model_at_end`: the method's parts of the best checkpoint too (the reports' corpus
+        embeddings)."""
+        super()._load_best_model()
+        if self.state.best_model_checkpoint and os.path.isdir(self.state.best_model_checkpoint):
+            self._load_objective_state(self.state.best_model_checkpoint)

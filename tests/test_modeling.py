@@ -28,10 +28,9 @@ def test_output_shapes(backbone_type):
     model = _model(backbone_type)
     out = model(torch.randn(3, 8000), output_embeddings=True)
     assert out.logits.shape == (3, len(LABELS))
-    assert out.emotion_embeddings.shape == out.corpus_embeddings.shape == (3, 16)
-    assert out.emotion_projections.shape == out.corpus_projections.shape == (3, 8)
-    assert out.domain_logits.shape == out.corpus_logits.shape == (3, 2)
-    torch.testing.assert_close(out.emotion_projections.norm(dim=-1), torch.ones(3))
+    assert out.emotion_embeddings.shape == (3, 16)
+    assert out.pooled_features.shape == (3, model.pooling.output_size)
+    assert out.corpus_embeddings is None  # the corpus branch belongs to the Emo-DNA objective
     plain = model(torch.randn(2, 8000))
     assert plain.emotion_embeddings is None and plain.loss is None
 
@@ -68,31 +67,36 @@ def test_padded_utterance_gets_same_logits_as_alone(backbone_type, pooling):
 
 
 @pytest.mark.parametrize("backbone_type", ["tcn", "wav2vec2"])
-def test_gradients_reach_every_head(backbone_type):
+def test_gradients_reach_every_part_of_the_model_and_of_the_method(backbone_type):
+    from emodna_hf.objectives import ObjectiveBatch, build_objective
+
     model = _model(backbone_type, freeze_feature_encoder=False).train()
-    out = model(
-        torch.randn(4, 8000), labels=torch.tensor([0, 1, -100, 3]), output_embeddings=True,
-        gradient_reversal_coefficient=0.5,
-    )
-    total = out.loss + sum(
-        getattr(out, name).pow(2).sum()
-        for name in ["corpus_embeddings", "emotion_projections", "corpus_projections", "domain_logits", "corpus_logits"]
-    )
-    total.backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
-    # The SSL quantizer/masking embedding is unused in fine-tuning (as in Wav2Vec2ForSequenceClassification).
-    assert [n for n in missing if "masked_spec_embed" not in n] == []
+    objective = build_objective(model.config, pooled_size=model.pooling.output_size).train()
+    labels, corpus_ids = torch.tensor([0, 1, -100, -100]), torch.tensor([0, 0, 1, 1])
+    out = model(torch.randn(4, 8000), corpus_ids=corpus_ids, output_embeddings=True)
+    terms, _ = objective(ObjectiveBatch(out, labels, corpus_ids, corpus_ids == 1, progress=0.5, grl_coefficient=0.5))
+    sum(weight * loss for loss, weight in terms.values()).backward()
+    named = [*model.named_parameters(), *(("objective." + n, p) for n, p in objective.named_parameters())]
+    missing = [n for n, p in named if p.requires_grad and (p.grad is None or not p.grad.any())]
+    # The SSL quantizer/masking embedding is unused in fine-tuning (as in Wav2Vec2ForSequenceClassification); the
+    # attention scorer's last bias shifts every frame's score alike, which the softmax cancels (its gradient is 0
+    # up to rounding).
+    assert [n for n in missing if "masked_spec_embed" not in n and n != "pooling.scorer.2.bias"] == []
 
 
 def test_gradient_reversal_flips_discriminator_gradient():
+    from emodna_hf.objectives.parts import CorpusDiscriminator
+
     model = _model().train()
     model.config.encoder_dropout = 0.0
+    discriminator = CorpusDiscriminator(16, 16, 2, dropout=0.0)
     x = torch.randn(2, 8000)
     grads = []
     for coefficient in (1.0, -1.0):
         model.zero_grad()
         torch.manual_seed(0)
-        model(x, output_embeddings=True, gradient_reversal_coefficient=coefficient).domain_logits.sum().backward()
+        embeddings = model(x, output_embeddings=True).emotion_embeddings
+        discriminator(embeddings, coefficient).sum().backward()
         grads.append(model.emotion_encoder[-1].weight.grad.clone())
     torch.testing.assert_close(grads[0], -grads[1])
     assert grads[0].abs().sum() > 0

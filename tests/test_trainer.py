@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from emodna_hf import EmoDnaForAudioClassification
 from emodna_hf.objectives import build_objective
 from emodna_hf.trainer import (
-    PSEUDO_LABELER_STATE,
+    OBJECTIVE_STATE,
     EmoDnaTrainer,
     EmoDnaTrainingArguments,
     SourceTargetBatchSampler,
@@ -90,7 +90,8 @@ def test_each_loss_term_is_logged(tmp_path, method):
 def test_curriculum_rule_logs_its_target_share(tmp_path):
     trainer = make_trainer(tmp_path, method="emodna")
     trainer.model.config.pseudo_label_selection = "curriculum"
-    trainer.objective = build_objective(trainer.model.config, target_size=16, gather=trainer.accelerator.gather)
+    trainer.objective = build_objective(trainer.model.config, target_size=16, gather=trainer.accelerator.gather,
+                                        pooled_size=trainer.model.pooling.output_size)
     trainer.train()
     logged = set().union(*(row.keys() for row in trainer.state.log_history if "loss" in row))
     assert {"pseudo_label_target_fraction", "pseudo_label_mask_rate"} <= logged and "threshold_global" not in logged
@@ -129,8 +130,12 @@ def test_resume_continues_exactly(tmp_path):
     first = make_trainer(tmp_path / "b", max_steps=8, save_strategy="steps", save_steps=4)
     first.train()
     checkpoint = tmp_path / "b" / "out" / "checkpoint-4"
-    saved_state = load_file(checkpoint / PSEUDO_LABELER_STATE)
-    assert set(saved_state) == {"global_confidence", "class_marginals"}  # the FreeMatch rule's state
+    saved_state = load_file(checkpoint / OBJECTIVE_STATE)
+    # The method's parts (discriminator, corpus branch) and the FreeMatch rule's state.
+    assert {"pseudo_labeler.global_confidence", "pseudo_labeler.class_marginals"} <= set(saved_state)
+    assert any(k.startswith("corpus_aligner.discriminator.") for k in saved_state)
+    assert any(k.startswith("decoupling_branch.corpus_encoder.") for k in saved_state)
+    saved_state = {k.split(".", 1)[1]: v for k, v in saved_state.items() if k.startswith("pseudo_labeler.")}
     resumed = make_trainer(tmp_path / "c", max_steps=8)
     resumed.train(resume_from_checkpoint=str(checkpoint))
 
@@ -139,8 +144,8 @@ def test_resume_continues_exactly(tmp_path):
     # ...and training continues to the same weights and pseudo-label state as the uninterrupted run.
     for name, tensor in straight.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
-    for name, tensor in straight.pseudo_labeler.state_dict().items():
-        torch.testing.assert_close(resumed.pseudo_labeler.state_dict()[name], tensor, msg=name)
+    for name, tensor in straight.objective.state_dict().items():
+        torch.testing.assert_close(resumed.objective.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_missing_corpus_column_is_a_clear_error(tmp_path):

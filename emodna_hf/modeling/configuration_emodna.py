@@ -296,11 +296,8 @@ class EmoDnaConfig(PreTrainedConfig):
             "keys_to_ignore_at_inference",
             [
                 "emotion_embeddings",
+                "pooled_features",
                 "corpus_embeddings",
-                "emotion_projections",
-                "corpus_projections",
-                "domain_logits",
-                "corpus_logits",
             ],
         )
         super().__init__(**kwargs)

@@ -3,9 +3,10 @@
 Emo-DNA (Emotion Decoupling aNd Alignment learning; Ye et al., ACM MM 2023, arXiv 2308.02190) separates an
 emotion-relevant representation from a corpus-specific one on top of a shared backbone, and aligns the emotion
 representation across corpora at the class level (pseudo-labelled targets) and at the corpus level (adversarially).
-This file holds the network: backbone, pooling, the two encoders with their heads, and the corpus discriminator
-behind a gradient reversal layer. The losses that combine these outputs live in `emodna_hf.losses` and the training
-loop in `emodna_hf.trainer`; see docs/method.md.
+This file holds the inference network: backbone, layer sum, pooling, corpus normalisation, the emotion encoder and
+the classifier. The training-only parts (Emo-DNA's corpus branch and projectors, the corpus discriminator behind a
+gradient reversal layer) belong to the adaptation methods that train them (`emodna_hf.objectives`), the losses to
+`emodna_hf.losses` and the training loop to `emodna_hf.trainer`; see docs/method.md.
 
 Shipped as remote code next to saved checkpoints: only `from .x import y` imports of files in this folder.
 """
@@ -41,43 +42,25 @@ class EmoDnaOutput(ModelOutput):
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*): Source cross-entropy over rows with `labels != -100`.
         logits (`torch.FloatTensor` of shape `(batch, num_labels)`): Emotion logits.
-        emotion_embeddings (`(batch, embedding_size)`): Output of the emotion-relevant encoder (`h`).
-        corpus_embeddings (`(batch, embedding_size)`): Output of the corpus-specific encoder (`u`).
-        emotion_projections (`(batch, projection_size)`): L2-normalised `g(h)` for the contrastive losses.
-        corpus_projections (`(batch, projection_size)`): L2-normalised `g'(u)`.
-        domain_logits (`(batch, num_corpora)`): Corpus discriminator on `h`, behind gradient reversal.
-        corpus_logits (`(batch, num_corpora)`): Corpus classifier on `u`.
-    The last six are returned only with `output_embeddings=True`.
+        emotion_embeddings (`(batch, embedding_size)`): Output of the emotion-relevant encoder (`h`), what the
+            classifier reads.
+        pooled_features (`(batch, pooled_size)`): The pooled backbone features before corpus normalisation (what
+            Emo-DNA's corpus-specific branch reads).
+        corpus_embeddings (`(batch, embedding_size)`): The corpus-specific embeddings `u` of Emo-DNA's corpus
+            branch. Never set by the model (the branch is training-only and belongs to the method); the trainer adds
+            them to evaluation outputs for the embedding reports.
+    `emotion_embeddings` and `pooled_features` are returned only with `output_embeddings=True`.
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     emotion_embeddings: torch.FloatTensor | None = None
+    pooled_features: torch.FloatTensor | None = None
     corpus_embeddings: torch.FloatTensor | None = None
-    emotion_projections: torch.FloatTensor | None = None
-    corpus_projections: torch.FloatTensor | None = None
-    domain_logits: torch.FloatTensor | None = None
-    corpus_logits: torch.FloatTensor | None = None
 
 
 # Shortest utterance the model classifies (openSMILE's pitch window is 60 ms; no emotion is audible in less).
 MIN_INPUT_SECONDS = 0.1
-
-
-class _GradientReversal(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, hidden_states: torch.Tensor, coefficient: float) -> torch.Tensor:
-        ctx.coefficient = coefficient
-        return hidden_states.view_as(hidden_states)
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        return -ctx.coefficient * grad_output, None
-
-
-def gradient_reversal(hidden_states: torch.Tensor, coefficient: float = 1.0) -> torch.Tensor:
-    """Identity forwards; multiplies the gradient by `-coefficient` backwards (Ganin & Lempitsky, 2015)."""
-    return _GradientReversal.apply(hidden_states, coefficient)
 
 
 def _mlp(input_size: int, hidden_size: int, output_size: int, dropout: float) -> nn.Sequential:
@@ -95,6 +78,11 @@ class EmoDnaPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     # Our forward takes no **kwargs and returns a plain mean loss: Trainer must scale it for gradient accumulation.
     accepts_loss_kwargs = False
+    # Training-only heads that checkpoints saved before they moved to the adaptation methods still hold (corpus
+    # branch, projectors, corpus discriminator): loading such a checkpoint skips them without a warning.
+    _keys_to_ignore_on_load_unexpected = [
+        r"^(corpus_encoder|emotion_projector|corpus_projector|corpus_classifier|domain_discriminator)\.",
+    ]
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, naming in config.json the pipeline that ships with the model
@@ -124,10 +112,11 @@ class EmoDnaPreTrainedModel(PreTrainedModel):
 
 
 class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
-    """Emo-DNA speech emotion classifier with its decoupling and alignment heads.
+    """Emo-DNA speech emotion classifier: backbone → layer sum → pooling → corpus normalisation → emotion encoder →
+    classifier, and nothing else (what `save_pretrained` writes is what inference uses).
 
-    Inference (`pipeline("audio-classification")`, `model(**features)`) runs backbone → pooling → emotion encoder →
-    classifier only; the trainer asks for the adaptation outputs with `output_embeddings=True`.
+    The adaptation methods (`emodna_hf.objectives`) own their training-only parts and read what they need from
+    `forward(..., output_embeddings=True)`: the logits, the emotion embeddings and the pooled features.
     """
 
     def __init__(self, config: EmoDnaConfig):
@@ -148,15 +137,8 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
             else None
         )
         self.emotion_encoder = _mlp(pooled_size, config.encoder_hidden_size, embedding_size, config.encoder_dropout)
-        self.corpus_encoder = _mlp(pooled_size, config.encoder_hidden_size, embedding_size, config.encoder_dropout)
         self.classifier = nn.Sequential(
             nn.ReLU(), nn.Dropout(config.encoder_dropout), nn.Linear(embedding_size, config.num_labels)
-        )
-        self.emotion_projector = _mlp(embedding_size, embedding_size, config.projection_size, 0.0)
-        self.corpus_projector = _mlp(embedding_size, embedding_size, config.projection_size, 0.0)
-        self.corpus_classifier = nn.Sequential(nn.ReLU(), nn.Linear(embedding_size, config.num_corpora))
-        self.domain_discriminator = _mlp(
-            embedding_size, config.discriminator_hidden_size, config.num_corpora, config.encoder_dropout
         )
         self.post_init()
         self._apply_freezing()
@@ -330,7 +312,6 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
         labels: torch.LongTensor | None = None,
         corpus_ids: torch.LongTensor | None = None,
         output_embeddings: bool = False,
-        gradient_reversal_coefficient: float = 1.0,
         speaker_mean: torch.Tensor | None = None,
         speaker_std: torch.Tensor | None = None,
     ) -> EmoDnaOutput:
@@ -344,9 +325,8 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
             corpus_ids (`(batch,)`): Training corpus of each row (target = `num_corpora - 1`), for the corpus
                 normalisation: in training each corpus is standardised with its batch statistics; in evaluation
                 with its running statistics (without ids, inference: the target's).
-            output_embeddings: Also return the embeddings, projections and corpus logits used by the UDA losses.
-            gradient_reversal_coefficient: Scale of the reversed gradient reaching the emotion encoder from the
-                corpus discriminator (the DANN schedule's current value).
+            output_embeddings: Also return what the adaptation methods read: the emotion embeddings and the pooled
+                features before corpus normalisation.
             speaker_mean, speaker_std (`(batch, feature_size)` or `(feature_size,)`): Each row's speaker
                 statistics of the cached features ([`speaker_statistics`]); required by, and only by, a model
                 trained with `config.speaker_normalization=True`, which standardises the cached features with them.
@@ -378,19 +358,7 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
 
         if not output_embeddings:
             return EmoDnaOutput(loss=loss, logits=logits)
-        corpus_embeddings = self.corpus_encoder(pooled.to(compute_dtype))
-        return EmoDnaOutput(
-            loss=loss,
-            logits=logits,
-            emotion_embeddings=emotion_embeddings,
-            corpus_embeddings=corpus_embeddings,
-            emotion_projections=nn.functional.normalize(self.emotion_projector(emotion_embeddings), dim=-1),
-            corpus_projections=nn.functional.normalize(self.corpus_projector(corpus_embeddings), dim=-1),
-            domain_logits=self.domain_discriminator(
-                gradient_reversal(emotion_embeddings, gradient_reversal_coefficient)
-            ),
-            corpus_logits=self.corpus_classifier(corpus_embeddings),
-        )
+        return EmoDnaOutput(loss=loss, logits=logits, emotion_embeddings=emotion_embeddings, pooled_features=pooled)
 
     @torch.no_grad()
     def pooled_features(self, input_values: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
@@ -411,7 +379,7 @@ class EmoDnaForAudioClassification(EmoDnaPreTrainedModel):
     ) -> EmoDnaForAudioClassification:
         """Build a model whose SSL backbone starts from a pretrained checkpoint (Hub id or local folder).
 
-        The heads are freshly initialised. `config_kwargs` go to [`EmoDnaConfig`] (e.g. `id2label`, `label2id`,
+        The emotion encoder and classifier are freshly initialised. `config_kwargs` go to [`EmoDnaConfig`] (e.g. `id2label`, `label2id`,
         `num_corpora`, `freeze_backbone`). Weight loading happens here, never in `__init__`, because
         `from_pretrained` builds models on the meta device.
         """

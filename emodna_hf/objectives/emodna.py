@@ -4,7 +4,8 @@ The terms, each switchable for the ablations (docs/method.md §3, §5):
 
 * corpus-level alignment (`use_corpus_alignment`): DANN or MMD on the emotion embedding (`corpus_alignment`);
 * contrastive decoupling (`use_decoupling`): SupCon over emotion projections with the corpus projections as extra
-  negatives, plus a corpus classifier that makes the corpus-specific branch carry corpus identity;
+  negatives, plus a corpus classifier that makes the corpus-specific branch carry corpus identity (the branch,
+  `DecouplingBranch`, belongs to this objective: the inference model never holds it);
 * class-level alignment (`use_class_alignment`): confident target rows, selected by adaptive class-wise
   thresholds, are aligned with same-class source rows (contrastive or prototype) and trained on their
   pseudo-labels. Without it no pseudo-label is used anywhere.
@@ -13,6 +14,7 @@ The terms, each switchable for the ablations (docs/method.md §3, §5):
 from __future__ import annotations
 
 import torch
+from torch import Tensor, nn
 
 from ..losses import (
     ClassPrototypeAlignmentLoss,
@@ -25,6 +27,38 @@ from ..pseudo_labels import AdaptiveThresholdPseudoLabeler, CurriculumPseudoLabe
 from .base import AdaptationObjective, ObjectiveBatch
 from .dann import DomainAdversarialObjective
 from .mmd import MultiKernelMMDObjective
+from .parts import mlp, weight_dtype
+
+
+class DecouplingBranch(nn.Module):
+    """Emo-DNA's corpus-specific branch and projection heads (docs/method.md §3).
+
+    `E_c`: the corpus encoder over the pooled features *before* corpus normalisation (they keep the corpus
+    information the emotion path is stripped of), `u = E_c(x)`; `g`, `g'`: the projectors whose L2-normalised
+    outputs `z = g(h)`, `v = g'(u)` the contrastive losses compare; `C_c`: the corpus classifier on `u`.
+    """
+
+    def __init__(self, config, pooled_size: int):
+        super().__init__()
+        embedding_size = config.embedding_size
+        self.corpus_encoder = mlp(pooled_size, config.encoder_hidden_size, embedding_size, config.encoder_dropout)
+        self.emotion_projector = mlp(embedding_size, embedding_size, config.projection_size, 0.0)
+        self.corpus_projector = mlp(embedding_size, embedding_size, config.projection_size, 0.0)
+        self.corpus_classifier = nn.Sequential(nn.ReLU(), nn.Linear(embedding_size, config.num_corpora))
+
+    def corpus_embeddings(self, pooled_features: Tensor) -> Tensor:
+        return self.corpus_encoder(pooled_features.to(weight_dtype(self)))
+
+    def forward(self, emotion_embeddings: Tensor, pooled_features: Tensor) -> dict[str, Tensor]:
+        """`{"emotion_projections" z, "corpus_projections" v, "corpus_logits" C_c(u), "corpus_embeddings" u}`."""
+        corpus_embeddings = self.corpus_embeddings(pooled_features)
+        emotion_embeddings = emotion_embeddings.to(weight_dtype(self))
+        return {
+            "emotion_projections": nn.functional.normalize(self.emotion_projector(emotion_embeddings), dim=-1),
+            "corpus_projections": nn.functional.normalize(self.corpus_projector(corpus_embeddings), dim=-1),
+            "corpus_logits": self.corpus_classifier(corpus_embeddings),
+            "corpus_embeddings": corpus_embeddings,
+        }
 
 
 def build_pseudo_labeler(config, target_size: int | None = None):
@@ -58,6 +92,9 @@ class EmoDnaObjective(AdaptationObjective):
         super().__init__(config, target_size=target_size, **kwargs)
         aligner = MultiKernelMMDObjective if config.corpus_alignment == "mmd" else DomainAdversarialObjective
         self.corpus_aligner = aligner(config)
+        # Built whenever the pooled width is known (an ablation switch may turn the terms on or off later); a card
+        # description needs no modules.
+        self.decoupling_branch = DecouplingBranch(config, self.pooled_size) if self.pooled_size else None
         self.decoupling_loss = ContrastiveDecouplingLoss(config.contrastive_temperature)
         self.class_alignment_loss = (
             CrossCorpusClassAlignmentLoss(config.contrastive_temperature)
@@ -69,28 +106,34 @@ class EmoDnaObjective(AdaptationObjective):
     def loss_terms(self, batch: ObjectiveBatch):
         config, outputs = self.config, batch.outputs
         source, target = ~batch.is_target, batch.is_target
-        terms, stats = {}, {}
+        terms, stats = self.classification(batch), {}
         if config.use_corpus_alignment:
             loss, stats = self.corpus_aligner.corpus_alignment(batch)
             terms["corpus_alignment"] = (loss, config.corpus_alignment_weight)
         if config.use_class_alignment:
             pseudo_labels, selected, pseudo_stats = self.pseudo_labels(outputs.logits[target], batch)
             stats.update(pseudo_stats)
+        if config.use_decoupling or config.use_class_alignment and config.class_alignment == "contrastive":
+            if self.decoupling_branch is None:
+                raise ValueError("The Emo-DNA objective was built without pooled_size: its decoupling branch "
+                                 "(corpus encoder, projectors) does not exist. Build it with "
+                                 "build_objective(config, pooled_size=model.pooling.output_size).")
+            branch = self.decoupling_branch(outputs.emotion_embeddings, outputs.pooled_features)
         if config.use_decoupling:
             # Positives share the emotion: source labels, plus confident target pseudo-labels once available.
             contrast_labels = batch.labels.clone()
             if config.use_class_alignment:
                 contrast_labels[target] = pseudo_labels.masked_fill(~selected, -100)
             terms["decoupling"] = (
-                self.decoupling_loss(outputs.emotion_projections, contrast_labels, outputs.corpus_projections),
+                self.decoupling_loss(branch["emotion_projections"], contrast_labels, branch["corpus_projections"]),
                 config.decoupling_weight,
             )
             terms["corpus_classification"] = (
-                corpus_classification_loss(outputs.corpus_logits, batch.corpus_ids),
+                corpus_classification_loss(branch["corpus_logits"], batch.corpus_ids),
                 config.corpus_classification_weight,
             )
         if config.use_class_alignment:
-            features = outputs.emotion_projections if config.class_alignment == "contrastive" \
+            features = branch["emotion_projections"] if config.class_alignment == "contrastive" \
                 else outputs.emotion_embeddings
             terms["class_alignment"] = (
                 self.class_alignment_loss(features[source], batch.labels[source], features[target], pseudo_labels,
@@ -102,6 +145,12 @@ class EmoDnaObjective(AdaptationObjective):
                 config.pseudo_label_weight,
             )
         return terms, stats
+
+    def evaluation_outputs(self, outputs) -> dict[str, Tensor]:
+        """The corpus-specific embeddings `u`, where the branch is trained (`use_decoupling`)."""
+        if self.decoupling_branch is None or not self.config.use_decoupling:
+            return {}
+        return {"corpus_embeddings": self.decoupling_branch.corpus_embeddings(outputs.pooled_features)}
 
     def pseudo_labels(self, target_logits, batch: ObjectiveBatch):
         """Update the thresholds with all processes' target predictions, then select confident local rows."""

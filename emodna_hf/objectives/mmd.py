@@ -7,7 +7,8 @@ from .base import AdaptationObjective, ObjectiveBatch
 
 
 class MultiKernelMMDObjective(AdaptationObjective):
-    """`corpus_alignment_weight` × MMD²(h_source, h_target) with `config.mmd_kernel_multipliers`."""
+    """Source cross-entropy + `corpus_alignment_weight` × MMD²(h_source, h_target) with
+    `config.mmd_kernel_multipliers` (no trainable part)."""
 
     name = "mmd"
     title = "MMD alignment (multi-kernel maximum mean discrepancy; baseline)"
@@ -23,7 +24,7 @@ class MultiKernelMMDObjective(AdaptationObjective):
 
     def loss_terms(self, batch: ObjectiveBatch):
         loss, stats = self.corpus_alignment(batch)
-        return {"corpus_alignment": (loss, self.config.corpus_alignment_weight)}, stats
+        return {**self.classification(batch), "corpus_alignment": (loss, self.config.corpus_alignment_weight)}, stats
 
     def card_settings(self):
         return {**super().card_settings(), "corpus_alignment_weight": self.config.corpus_alignment_weight}

@@ -6,7 +6,7 @@ from .base import AdaptationObjective, ObjectiveBatch
 
 
 class SourceOnlyObjective(AdaptationObjective):
-    """No term beyond the source cross-entropy; the target rows only pass through the model (their statistics
+    """The source cross-entropy alone; the target rows only pass through the model (their statistics
     feed corpus normalisation when it is switched on: AdaBN alone)."""
 
     name = "source_only"
@@ -14,4 +14,4 @@ class SourceOnlyObjective(AdaptationObjective):
     description = "Trained on the labelled source corpora only; the target corpus is not used in training."
 
     def loss_terms(self, batch: ObjectiveBatch):
-        return {}, {}
+        return self.classification(batch), {}
