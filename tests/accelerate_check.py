@@ -33,6 +33,9 @@ trainer = EmoDnaTrainer(model=model, args=args, train_dataset=toy_corpus(0, 24, 
 trainer.train()
 if trainer.accelerator.is_main_process:
     save_file({k: v.contiguous() for k, v in trainer.model.state_dict().items()}, f"{output_dir}/final.safetensors")
+    # The method's own parts (discriminator, corpus branch), trained outside the DDP-wrapped model.
+    save_file({k: v.contiguous() for k, v in trainer.objective.state_dict().items()},
+              f"{output_dir}/objective.safetensors")
     print("WORLD_SIZE", trainer.accelerator.num_processes, "LOSSES",
           [round(r["loss"], 5) for r in trainer.state.log_history if "loss" in r])
 # A clean process-group shutdown: leaving gloo's threads to the interpreter's exit sometimes aborted the process

@@ -174,7 +174,7 @@ def test_held_out_source_is_evaluated_under_its_own_statistics(tmp_path):
         expected = model(inputs["input_values"], inputs["attention_mask"], corpus_ids=inputs["corpus_ids"]).logits
         as_target = model(inputs["input_values"], inputs["attention_mask"]).logits
     np.testing.assert_allclose(own, expected.numpy(), rtol=1e-5, atol=1e-5)
-    assert not np.allclose(own, as_target.numpy(), atol=1e-3)
+    assert not np.allclose(own, as_target.numpy(), atol=1e-4)  # 10x the tolerance of the equalities
     trainer.eval_corpus_statistics = False  # e.g. a saved model on new corpora: the target's statistics
     np.testing.assert_allclose(trainer.predict(source).predictions, as_target.numpy(), rtol=1e-5, atol=1e-5)
 
