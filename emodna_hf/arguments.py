@@ -120,6 +120,11 @@ class ModelArguments:
     )
     contrastive_temperature: float | None = _override("contrastive_temperature", "Contrastive temperature.")
     grl_gamma: float | None = _override("grl_gamma", "Steepness of the gradient-reversal ramp.")
+    cdan_entropy_conditioning: bool | None = _bool_override(
+        "cdan_entropy_conditioning", "CDAN+E: weight rows by 1 + exp(-entropy) (False: plain CDAN)."
+    )
+    mcc_weight: float | None = _override("mcc_weight", "Weight of the minimum class confusion loss (mcc).")
+    mcc_temperature: float | None = _override("mcc_temperature", "Softmax temperature of the MCC loss.")
     label_smoothing: float | None = _override("label_smoothing", "Label smoothing of the source cross-entropy.")
     corpus_statistics: str | None = _override(
         "corpus_statistics", "Corpus normalisation statistics in training: 'batch', 'dataset' (whole corpora; "

@@ -55,6 +55,10 @@ def test_two_processes_match_one_process_with_accumulation(tmp_path, method):
     single = load_file(tmp_path / "one" / "objective.safetensors")
     assert any(k.endswith("discriminator.net.0.weight") for k in single)
     for name, tensor in single.items():
+        if name.startswith("pseudo_labeler."):
+            # EMA state, updated once per forward pass (per micro-batch with GA), as the running statistics above.
+            assert torch.isfinite(distributed[name]).all()
+            continue
         torch.testing.assert_close(distributed[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
 
 

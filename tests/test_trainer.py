@@ -66,16 +66,18 @@ def test_target_labels_are_never_read(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["emodna", "source_only", "dann", "mmd"])
+@pytest.mark.parametrize("method", ["emodna", "source_only", "dann", "mmd", "cdan", "mcc"])
 def test_each_loss_term_is_logged(tmp_path, method):
     trainer = make_trainer(tmp_path, method=method)
     trainer.train()
     logged = set().union(*(row.keys() for row in trainer.state.log_history if "loss" in row))
     expected = {"loss", "loss_classification"}
-    if method in ("dann", "mmd", "emodna"):
+    if method in ("dann", "mmd", "emodna", "cdan"):
         expected.add("loss_corpus_alignment")
-    if method in ("dann", "emodna"):
+    if method in ("dann", "emodna", "cdan"):
         expected |= {"domain_accuracy", "grl_coefficient"}
+    if method == "mcc":
+        expected.add("loss_class_confusion")
     if method == "emodna":
         expected |= {"loss_decoupling", "loss_corpus_classification", "loss_class_alignment", "loss_pseudo_label",
                      "pseudo_label_mask_rate", "threshold_global", "threshold_angry", "threshold_sad"}

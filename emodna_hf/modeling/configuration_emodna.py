@@ -127,6 +127,12 @@ class EmoDnaConfig(PreTrainedConfig):
             Fraction of training before target pseudo-labels are used (the classifier is unreliable before).
         grl_gamma (`float`, defaults to 10.0): Steepness of the DANN ramp `2 / (1 + exp(-gamma p)) - 1`.
         mmd_kernel_multipliers (`list[float]`): Bandwidth multipliers of the multi-kernel MMD.
+        cdan_entropy_conditioning (`bool`, defaults to `True`): CDAN+E: weight each row of the conditional
+            adversarial loss by `1 + exp(-H(p))` (confident predictions count more); `False`: plain CDAN.
+        cdan_randomized_dim (`int`, defaults to 1024): CDAN: output size of the randomized multilinear map, used
+            when `embedding_size × num_labels` exceeds 4096 (below, the exact outer product is used).
+        mcc_weight (`float`, defaults to 1.0): Weight of the minimum class confusion loss (`adaptation_method="mcc"`).
+        mcc_temperature (`float`, defaults to 2.5): Temperature of the softmax the MCC loss rescales (Jin et al.).
     """
 
     model_type = "emodna"
@@ -193,6 +199,10 @@ class EmoDnaConfig(PreTrainedConfig):
         pseudo_label_warmup: float = 0.2,
         grl_gamma: float = 10.0,
         mmd_kernel_multipliers: list[float] | tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
+        cdan_entropy_conditioning: bool = True,
+        cdan_randomized_dim: int = 1024,
+        mcc_weight: float = 1.0,
+        mcc_temperature: float = 2.5,
         **kwargs: Any,
     ):
         declared = front_end(backbone_type)
@@ -281,6 +291,13 @@ class EmoDnaConfig(PreTrainedConfig):
         self.pseudo_label_warmup = pseudo_label_warmup
         self.grl_gamma = grl_gamma
         self.mmd_kernel_multipliers = [float(m) for m in mmd_kernel_multipliers]
+        if mcc_temperature <= 0 or cdan_randomized_dim < 1:
+            raise ValueError(f"mcc_temperature must be > 0 and cdan_randomized_dim >= 1, got {mcc_temperature} and "
+                             f"{cdan_randomized_dim}.")
+        self.cdan_entropy_conditioning = cdan_entropy_conditioning
+        self.cdan_randomized_dim = cdan_randomized_dim
+        self.mcc_weight = mcc_weight
+        self.mcc_temperature = mcc_temperature
         # A saved folder must load through every Auto class we promise, including in a process that never
         # imported emodna_hf (trust_remote_code); save_pretrained merges the entries of the saved object's class.
         kwargs.setdefault(

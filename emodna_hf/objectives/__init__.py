@@ -1,8 +1,10 @@
 """Adaptation methods as objectives (tllib style): one file per method, one registry.
 
 Every method is an :class:`~emodna_hf.objectives.base.AdaptationObjective`: it turns the outputs of one forward
-pass over a mixed source/target batch into its loss terms (added to the source cross-entropy by
-`EmoDnaTrainer`), the statistics worth logging, and a description of itself for the model card. The model config's
+pass over a mixed source/target batch into its loss terms (the source cross-entropy, `"classification"`, among
+them; `EmoDnaTrainer` sums them), the statistics worth logging, and a description of itself for the model card.
+It may own trainable parts (a discriminator, a corpus branch: `parts.py`), which the trainer optimises and
+checkpoints and which never reach the saved model. The model config's
 `adaptation_method` names the registry entry.
 
 Adding a method = one new file in this folder with an `AdaptationObjective` subclass + one line in `REGISTRY`.
@@ -22,6 +24,8 @@ REGISTRY: dict[str, str] = {
     "mmd": "mmd:MultiKernelMMDObjective",
     "shot": "shot:ShotObjective",
     "tent": "tent:TentObjective",
+    "cdan": "cdan:ConditionalAdversarialObjective",
+    "mcc": "mcc:MinimumClassConfusionObjective",
 }
 
 
