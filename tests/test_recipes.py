@@ -369,3 +369,34 @@ def test_a_source_lacking_classes_stops_the_recipe_naming_them(tmp_path):
     assert not (tmp_path / "out").exists()
     _, data_args, _, _ = parse_args(["--allow_missing_source_classes", "true"])
     assert data_args.allow_missing_source_classes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "flags", "card_name"), [
+    ("cdan", ["--cdan_entropy_conditioning", "true"], "CDAN+E"),
+    ("mcc", ["--mcc_weight", "0.5", "--mcc_temperature", "2.0"], "MCC"),
+])
+def test_the_recipe_trains_the_new_methods(tmp_path, method, flags, card_name):
+    """`--adaptation_method cdan|mcc` from train.py: the settings reach the config and the card, the saved model
+    holds only the inference path, and the report has no corpus-specific embeddings (the methods have no such
+    branch)."""
+    from safetensors.torch import load_file
+
+    output = tmp_path / "out"
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "train.py"), "--output_dir", str(output),
+         "--adaptation_method", method, *flags, *TINY_ARGS],
+        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    config = json.loads((output / "config.json").read_text())
+    assert config["adaptation_method"] == method
+    if method == "mcc":
+        assert (config["mcc_weight"], config["mcc_temperature"]) == (0.5, 2.0)
+    keys = load_file(output / "model.safetensors")
+    assert not [k for k in keys if k.startswith(("corpus_encoder", "domain_discriminator", "discriminator",
+                                                 "emotion_projector", "corpus_projector", "corpus_classifier"))]
+    card = (output / "README.md").read_text()
+    assert card_name in card and "| corpus-specific |" not in card
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert "corpus_embeddings" not in metrics["embedding_analysis"]
