@@ -13,19 +13,19 @@ import logging
 import math
 import os
 import time
-from types import SimpleNamespace
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import DistributedType
 from datasets import Dataset
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
-from accelerate.utils import DistributedType
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput, EvalPrediction, speed_metrics
 

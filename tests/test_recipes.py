@@ -94,6 +94,11 @@ def test_recipe_output_folder(trained_run):
     assert metrics["config"]["model_config"]["tcn_hidden_size"] == 16
     assert metrics["train"]["steps"] == 2
     assert set(metrics["embedding_analysis"]["emotion_embeddings"]) == {"by_emotion", "by_corpus"}
+    # Emo-DNA's corpus branch (the method's, not in model.safetensors) still gives the corpus-specific embeddings.
+    assert set(metrics["embedding_analysis"]["corpus_embeddings"]) == {"by_emotion", "by_corpus"}
+    from safetensors.torch import load_file
+
+    assert not [k for k in load_file(output / "model.safetensors") if k.startswith(("corpus_encoder", "domain_"))]
 
     card = ModelCard.load(output / "README.md")
     assert card.data.library_name == "transformers" and card.data.pipeline_tag == "audio-classification"
