@@ -257,8 +257,8 @@ def pseudo_label_cross_entropy(logits: Tensor, pseudo_labels: Tensor, mask: Tens
 class DomainAdversarialLoss(nn.Module):
     r"""Cross-entropy of domain-discriminator logits against corpus labels (DANN, Ganin et al. 2016).
 
-    The gradient reversal layer sits upstream in the model (between the emotion encoder and the
-    discriminator), so minimising this loss trains the discriminator while the reversed gradient makes the
+    The gradient reversal layer sits upstream, in the objective's `CorpusDiscriminator` (between the emotion
+    embedding and the discriminator), so minimising this loss trains the discriminator while the reversed gradient makes the
     emotion features corpus-invariant. The loss is averaged per corpus first and then over the corpora present,
 
     .. math::
