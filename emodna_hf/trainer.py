@@ -317,6 +317,10 @@ class EmoDnaTrainer(ObjectivePartsMixin, Trainer):
                 target_size=None if target_dataset is None or is_streamed(target_dataset) else len(target_dataset),
                 gather=self.accelerator.gather, pooled_size=self.accelerator.unwrap_model(model).pooling.output_size,
             ).to(self.args.device)
+        if self.objective.batches != "source_and_target":
+            raise ValueError(f"adaptation_method={config.adaptation_method!r} trains on target-only batches "
+                             f"(batches={self.objective.batches!r}): use SourceFreeTrainer (recipes/adapt.py), not "
+                             "EmoDnaTrainer, whose batches mix labelled source and unlabelled target rows.")
         if self.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP) and any(
                 p.requires_grad for p in self.objective.parameters()):
             raise ValueError(f"adaptation_method={config.adaptation_method!r} trains parts of its own, which "

@@ -217,3 +217,8 @@ def test_several_processes_per_gpu_are_refused_in_one_line(monkeypatch, tmp_path
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ValueError, match="2 processes were launched on this machine but it has 1 GPU"):
         EmoDnaTrainingArguments(output_dir=str(tmp_path), report_to="none")
+
+
+def test_a_target_only_method_is_refused_by_the_mixed_batch_trainer(tmp_path):
+    with pytest.raises(ValueError, match="target-only batches.*SourceFreeTrainer"):
+        make_trainer(tmp_path, method="tent")
